@@ -1,1 +1,1 @@
-from course_lib.launcher import launch
+"""course_lib: the tested implementations behind the course notebooks."""
