@@ -1,0 +1,126 @@
+"""Exact mixed-integer linear program for the general (non-contiguous) assignment.
+
+Variables: x_jd in {0, 1} (module j on device d); for every message (j, l) with T_jl > 0
+and every ordered device pair (d, e), y_jlde in [0, 1] standing for the product x_jd x_le.
+
+    sum_d x_jd = 1                               every module placed once
+    sum_j m_j x_jd <= M_d                        memory
+    sum_e y_jlde = x_jd,  sum_d y_jlde = x_le    linearisation of y = x_jd x_le (below)
+
+    c_jlde = alpha_de + T_jl / B_de for d != e, 0 for d = e      (cost of the message)
+    L_d = sum_j (w_j / s_d) x_jd + sum_{(j,l)} sum_{e != d} c_jlde y_jlde
+
+    latency:     min sum_d L_d
+    bottleneck:  min tau  s.t.  L_d <= tau for all d
+
+Why the linearisation is exact: for binary x, the y of one message form a "transportation
+plan" whose row sums are the one-hot x_j. and column sums the one-hot x_l.; the only
+non-negative matrix with a single 1 as its only non-zero row sum and column sum is the
+outer product, so y_jlde = x_jd x_le exactly. It is the reformulation-linearisation of
+Adams & Sherali 1986, "A tight linearization and an algorithm for zero-one quadratic
+programming problems", Management Science 32(10); it needs no big-M and its LP relaxation
+is far tighter than the textbook y >= x_jd + x_le - 1 (Glover & Woolsey 1974).
+Placement by integer programming of this kind: Tarnawski et al., NeurIPS 2020.
+
+The general problem is NP-hard (with no traffic and the bottleneck objective it is makespan
+on unrelated machines, Lenstra, Shmoys & Tardos 1990), so the solve time can grow
+exponentially; HiGHS (Huangfu & Hall 2018) via `scipy.optimize.milp` handles tens of modules.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_array
+
+from .cost import Objective, check_objective, cost, is_feasible
+from .problem import Problem
+from .solution import InfeasibleError, Solution, no_fit_message
+
+
+def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | None = None,
+                mip_rel_gap: float = 1e-7) -> Solution:
+    """Exact optimum over all assignments (see the module docstring for the formulation).
+
+    `optimal` is False only if `time_limit` stopped HiGHS before it proved optimality.
+    Raises InfeasibleError when no assignment fits in memory.
+    """
+    check_objective(objective)
+    t0 = time.perf_counter()
+    k, n = problem.k, problem.n
+    edges = problem.edges
+    E = len(edges)
+    nx, ny = k * n, E * n * n
+    bottleneck = objective == "bottleneck"
+    nv = nx + ny + (1 if bottleneck else 0)
+    X = lambda j, d: j * n + d                                  # noqa: E731
+    Y = lambda q, d, e: nx + (q * n + d) * n + e               # noqa: E731
+    tau = nx + ny
+
+    # Times are divided by a scale (all work on the fastest device) so the solver sees O(1)
+    # numbers; its absolute tolerances (1e-6 and so) would otherwise swamp millisecond costs.
+    scale = float(problem.w.sum() / problem.s.max()) or 1.0
+    comp = (problem.w[:, None] / problem.s[None, :]) / scale   # (k, n): w_j / s_d
+    msg = np.zeros((E, n, n))                                  # c_jlde / scale
+    off = ~np.eye(n, dtype=bool)
+    for q, (_, _, b) in enumerate(edges):
+        msg[q][off] = ((problem.alpha + b / problem.B) / scale)[off]
+
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    lo: list[float] = []
+    hi: list[float] = []
+
+    def row(entries: list[tuple[int, float]], lower: float, upper: float) -> None:
+        r = len(lo)
+        for c, v in entries:
+            rows.append(r); cols.append(c); vals.append(v)
+        lo.append(lower); hi.append(upper)
+
+    for j in range(k):
+        row([(X(j, d), 1.0) for d in range(n)], 1.0, 1.0)
+    for d in range(n):  # memory, divided by M_d so every row reads "<= 1"
+        row([(X(j, d), problem.m[j] / problem.M[d]) for j in range(k)], -np.inf, 1.0)
+    for q, (j, l, _) in enumerate(edges):
+        for d in range(n):
+            row([(Y(q, d, e), 1.0) for e in range(n)] + [(X(j, d), -1.0)], 0.0, 0.0)
+        for e in range(n):
+            row([(Y(q, d, e), 1.0) for d in range(n)] + [(X(l, e), -1.0)], 0.0, 0.0)
+
+    c = np.zeros(nv)
+    if bottleneck:
+        c[tau] = 1.0
+        for d in range(n):
+            load = [(X(j, d), comp[j, d]) for j in range(k)]
+            load += [(Y(q, d, e), msg[q, d, e]) for q in range(E) for e in range(n) if e != d]
+            row(load + [(tau, -1.0)], -np.inf, 0.0)
+    else:
+        c[:nx] = comp.ravel()
+        c[nx:nx + ny] = msg.ravel()
+
+    ub = np.ones(nv)
+    ub[:nx] = (problem.m[:, None] <= problem.M[None, :]).ravel()  # fix x_jd = 0 where j cannot fit
+    if bottleneck:
+        ub[tau] = np.inf
+    A = coo_array((vals, (rows, cols)), shape=(len(lo), nv)).tocsr()
+    integrality = np.zeros(nv)
+    integrality[:nx] = 1
+    options: dict[str, float] = {"mip_rel_gap": mip_rel_gap}
+    if time_limit is not None:
+        options["time_limit"] = time_limit
+    res = milp(c, integrality=integrality, bounds=Bounds(np.zeros(nv), ub),
+               constraints=LinearConstraint(A, lo, hi), options=options)
+    if res.status == 2:
+        raise InfeasibleError(no_fit_message(problem, ""))
+    if res.x is None:
+        raise RuntimeError(f"HiGHS returned no solution: {res.message}")
+    x = tuple(int(d) for d in np.round(res.x[:nx]).reshape(k, n).argmax(axis=1))
+    if not is_feasible(problem, x):  # only if HiGHS's 1e-6 feasibility slack was used
+        raise RuntimeError(f"MILP solution {x} breaks a memory limit by more than the tolerance")
+    return Solution(x, cost(problem, x, objective), objective, "milp", res.status == 0,
+                    time.perf_counter() - t0,
+                    {"milp_value": float(res.fun) * scale, "variables": nv, "constraints": len(lo),
+                     "message": res.message})

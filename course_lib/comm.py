@@ -1,0 +1,235 @@
+"""Counted communication: the ``torch.distributed`` calls the course uses, with per-rank byte counters.
+
+Every chapter asserts communication volume instead of describing it, so all course code
+talks through these wrappers. They have the names and signatures of ``torch.distributed``
+and forward to it; on the side they record, for this rank:
+
+* point-to-point traffic, exactly: ``sent_bytes`` / ``recv_bytes`` and message counts, for
+  ``send``, ``recv``, ``isend``, ``irecv`` and ``batch_isend_irecv``;
+* per built-in collective, how many calls and how many bytes of this rank's input went in
+  (``collective_bytes``). How many bytes gloo then puts on the wire depends on its internal
+  algorithm, which we cannot see; chapter 3 builds the collectives from ``send``/``recv`` so
+  that their traffic is measured exactly by the point-to-point counters;
+* an optional timeline (``trace``) of (op, bytes, start, end) for timeline plots.
+
+The launcher resets the counters when a rank starts and sends them back with the results
+(``launch(...).comm[rank]``); inside a rank, :func:`get_stats` reads them.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch.distributed import P2POp, ReduceOp  # noqa: F401  (re-exported for learners)
+
+
+@dataclass
+class CommStats:
+    """What one rank moved through the course's communication helpers."""
+
+    sent_bytes: int = 0
+    recv_bytes: int = 0
+    sent_messages: int = 0
+    recv_messages: int = 0
+    collective_calls: Counter = field(default_factory=Counter)
+    collective_bytes: Counter = field(default_factory=Counter)
+    trace: list = field(default_factory=list)  # (op, nbytes, t_start, t_end or None, peer)
+
+    def summary(self) -> str:
+        coll = ", ".join(f"{k} x{v}" for k, v in sorted(self.collective_calls.items()))
+        return (f"sent {self.sent_bytes} B in {self.sent_messages} msgs, "
+                f"received {self.recv_bytes} B in {self.recv_messages} msgs"
+                + (f"; collectives: {coll}" if coll else ""))
+
+
+_stats = CommStats()
+tracing = False  # set comm.tracing = True inside a rank to record the timeline
+
+
+def get_stats() -> CommStats:
+    """This rank's counters since the last :func:`reset_stats`."""
+    return _stats
+
+
+def reset_stats() -> None:
+    global _stats
+    _stats = CommStats()
+
+
+def _nbytes(t: torch.Tensor | list | None) -> int:
+    if t is None:
+        return 0
+    if isinstance(t, (list, tuple)):
+        return sum(_nbytes(x) for x in t)
+    return t.numel() * t.element_size()
+
+
+def _check_tensor(name: str, t: object) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: the tensor is not contiguous; pass t.contiguous() "
+                         "(a view such as x[:, 0] or x.T must be copied before sending)")
+
+
+def _record(op: str, nbytes: int, t0: float, t1: float | None, peer: int | None = None) -> None:
+    if tracing:
+        _stats.trace.append((op, nbytes, t0, t1, peer))
+
+
+def _collective(op: str, nbytes: int) -> float:
+    _stats.collective_calls[op] += 1
+    _stats.collective_bytes[op] += nbytes
+    return time.perf_counter()
+
+
+# ----------------------------------------------------------------------------- point to point
+def send(tensor: torch.Tensor, dst: int, group=None, tag: int = 0) -> None:
+    """Blocking send of ``tensor`` to rank ``dst``."""
+    _check_tensor("send", tensor)
+    t0 = time.perf_counter()
+    dist.send(tensor, dst, group=group, tag=tag)
+    _stats.sent_bytes += _nbytes(tensor)
+    _stats.sent_messages += 1
+    _record("send", _nbytes(tensor), t0, time.perf_counter(), dst)
+
+
+def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0) -> int:
+    """Blocking receive into ``tensor`` (its shape and dtype must match what is sent)."""
+    _check_tensor("recv", tensor)
+    t0 = time.perf_counter()
+    sender = dist.recv(tensor, src, group=group, tag=tag)
+    _stats.recv_bytes += _nbytes(tensor)
+    _stats.recv_messages += 1
+    _record("recv", _nbytes(tensor), t0, time.perf_counter(), src)
+    return sender
+
+
+def isend(tensor: torch.Tensor, dst: int, group=None, tag: int = 0):
+    """Non-blocking send; returns a Work whose ``wait()`` completes it."""
+    _check_tensor("isend", tensor)
+    _stats.sent_bytes += _nbytes(tensor)
+    _stats.sent_messages += 1
+    _record("isend", _nbytes(tensor), time.perf_counter(), None, dst)
+    return dist.isend(tensor, dst, group=group, tag=tag)
+
+
+def irecv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0):
+    """Non-blocking receive; the data is in ``tensor`` only after ``wait()``."""
+    _check_tensor("irecv", tensor)
+    _stats.recv_bytes += _nbytes(tensor)
+    _stats.recv_messages += 1
+    _record("irecv", _nbytes(tensor), time.perf_counter(), None, src)
+    return dist.irecv(tensor, src, group=group, tag=tag)
+
+
+def batch_isend_irecv(ops: list[P2POp]) -> list:
+    """Start a list of ``P2POp(dist.isend/irecv, tensor, peer)`` together; returns their Works."""
+    for op in ops:
+        n = _nbytes(op.tensor)
+        if op.op is dist.isend:
+            _stats.sent_bytes += n
+            _stats.sent_messages += 1
+        else:
+            _stats.recv_bytes += n
+            _stats.recv_messages += 1
+    return dist.batch_isend_irecv(ops)
+
+
+# ----------------------------------------------------------------------------- collectives
+def broadcast(tensor: torch.Tensor, src: int, group=None, async_op: bool = False):
+    t0 = _collective("broadcast", _nbytes(tensor))
+    w = dist.broadcast(tensor, src, group=group, async_op=async_op)
+    _record("broadcast", _nbytes(tensor), t0, None if async_op else time.perf_counter())
+    return w
+
+
+def all_reduce(tensor: torch.Tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
+    t0 = _collective("all_reduce", _nbytes(tensor))
+    w = dist.all_reduce(tensor, op=op, group=group, async_op=async_op)
+    _record("all_reduce", _nbytes(tensor), t0, None if async_op else time.perf_counter())
+    return w
+
+
+def reduce(tensor: torch.Tensor, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False):
+    _collective("reduce", _nbytes(tensor))
+    return dist.reduce(tensor, dst, op=op, group=group, async_op=async_op)
+
+
+def all_gather(tensor_list: list[torch.Tensor], tensor: torch.Tensor, group=None, async_op: bool = False):
+    if any(t.shape != tensor.shape for t in tensor_list):
+        raise ValueError("all_gather: every tensor in tensor_list must have the shape of tensor "
+                         f"{tuple(tensor.shape)} (gloo refuses uneven sizes); pad the inputs first")
+    _collective("all_gather", _nbytes(tensor))
+    return dist.all_gather(tensor_list, tensor, group=group, async_op=async_op)
+
+
+def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
+    _collective("all_gather_into_tensor", _nbytes(input))
+    return dist.all_gather_into_tensor(output, input, group=group, async_op=async_op)
+
+
+def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst: int = 0,
+           group=None, async_op: bool = False):
+    _collective("gather", _nbytes(tensor))
+    return dist.gather(tensor, gather_list, dst=dst, group=group, async_op=async_op)
+
+
+def scatter(tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None = None, src: int = 0,
+            group=None, async_op: bool = False):
+    _collective("scatter", _nbytes(scatter_list))
+    return dist.scatter(tensor, scatter_list, src=src, group=group, async_op=async_op)
+
+
+def reduce_scatter(output: torch.Tensor, input_list: list[torch.Tensor], op=ReduceOp.SUM,
+                   group=None, async_op: bool = False):
+    """``output = sum over ranks of input_list[rank]``. Note: gloo implements reduce-scatter as
+    a full all-reduce followed by a local slice, i.e. twice the traffic of a ring reduce-scatter."""
+    _collective("reduce_scatter", _nbytes(input_list))
+    return dist.reduce_scatter(output, input_list, op=op, group=group, async_op=async_op)
+
+
+def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp.SUM,
+                          group=None, async_op: bool = False):
+    _collective("reduce_scatter_tensor", _nbytes(input))
+    return dist.reduce_scatter_tensor(output, input, op=op, group=group, async_op=async_op)
+
+
+def all_to_all(output_tensor_list: list[torch.Tensor], input_tensor_list: list[torch.Tensor],
+               group=None, async_op: bool = False):
+    _collective("all_to_all", _nbytes(input_tensor_list))
+    return dist.all_to_all(output_tensor_list, input_tensor_list, group=group, async_op=async_op)
+
+
+def barrier(group=None) -> None:
+    _collective("barrier", 0)
+    dist.barrier(group=group)
+
+
+def new_group(ranks: list[int] | None = None):
+    """Make a sub-group; every rank must call it with the same ``ranks``, even ranks outside it."""
+    return dist.new_group(ranks)
+
+
+def get_rank(group=None) -> int:
+    return dist.get_rank(group)
+
+
+def get_world_size(group=None) -> int:
+    return dist.get_world_size(group)
+
+
+def device() -> torch.device:
+    """The device this rank's tensors belong on: ``cuda:LOCAL_RANK`` under nccl, else the CPU.
+
+    Write worker functions with ``x = torch.ones(4, device=comm.device())`` and they run
+    unchanged on gloo CPU ranks (the launcher, torchrun) and on nccl GPU ranks (torchrun).
+    """
+    import os
+
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")

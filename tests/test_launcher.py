@@ -1,0 +1,248 @@
+"""The launcher under every fault a learner produces: results, errors, deadlocks, interrupts, leftovers."""
+from __future__ import annotations
+
+import multiprocessing.forkserver as mpfs
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+import torch
+
+from course_lib import comm
+from course_lib.launcher import DeadlockError, WorkerError, default_threads, launch
+
+PY = sys.executable
+
+
+def worker_pids() -> list[int]:
+    """Live children of the launcher's forkserver: the workers. Zombies count as left behind."""
+    pid = getattr(mpfs._forkserver, "_forkserver_pid", None)
+    if pid is None or not psutil.pid_exists(pid):
+        return []
+    return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+def assert_no_leftovers(timeout: float = 3.0) -> None:
+    deadline = time.time() + timeout
+    while worker_pids() and time.time() < deadline:
+        time.sleep(0.05)
+    assert worker_pids() == [], f"worker processes left behind: {worker_pids()}"
+
+
+def test_results_in_rank_order_with_closure_and_output(capfd):
+    offset = torch.tensor([10.0])  # closed over, like a notebook variable
+
+    def fn(rank, world_size, scale):
+        print(f"hello {rank}")
+        return (offset * scale + rank).item()
+
+    out = launch(fn, 4, 2.0)
+    assert out == [20.0, 21.0, 22.0, 23.0]
+    printed = capfd.readouterr().out.splitlines()
+    assert printed == [f"[rank {r}] hello {r}" for r in range(4)]
+    assert out.seconds > 0 and len(out.comm) == 4
+    assert_no_leftovers()
+
+
+def test_collective_result_and_threads():
+    def fn(rank, world_size):
+        x = torch.tensor([float(rank + 1)])
+        comm.all_reduce(x)
+        return x.item(), torch.get_num_threads()
+
+    out = launch(fn, 4)
+    assert [v for v, _ in out] == [10.0] * 4
+    assert {t for _, t in out} == {default_threads(4)}
+    assert default_threads(4) == max(1, len(os.sched_getaffinity(0)) // 4)
+
+
+def test_p2p_byte_counters_are_exact():
+    def fn(rank, world_size):
+        x = torch.zeros(1000, dtype=torch.float32)
+        if rank == 0:
+            comm.send(x, 1)
+            comm.send(x[:10].clone(), 1)
+        else:
+            comm.recv(x, 0)
+            comm.recv(x[:10].contiguous(), 0)
+        comm.all_reduce(x)
+        return None
+
+    out = launch(fn, 2)
+    s0, s1 = out.comm
+    assert (s0.sent_bytes, s0.recv_bytes, s0.sent_messages) == (4040, 0, 2)
+    assert (s1.sent_bytes, s1.recv_bytes, s1.recv_messages) == (0, 4040, 2)
+    assert s0.collective_calls["all_reduce"] == 1 and s0.collective_bytes["all_reduce"] == 4000
+
+
+def test_rank_that_raises_is_named_and_peers_are_ended():
+    def fn(rank, world_size):
+        if rank == 2:
+            raise IndexError("chunk 7 out of range")
+        comm.all_reduce(torch.ones(3))  # the others wait for rank 2 forever
+        return rank
+
+    t = time.time()
+    with pytest.raises(WorkerError) as e:
+        launch(fn, 4, timeout=20)
+    assert time.time() - t < 10
+    assert e.value.rank == 2 and e.value.exc_type == "IndexError"
+    assert "rank 2 raised IndexError: chunk 7 out of range" in str(e.value)
+    assert "in fn" in e.value.worker_traceback
+    assert_no_leftovers()
+    assert launch(lambda r, w: r, 2) == [0, 1]  # the next launch works
+
+
+def test_recv_from_a_rank_that_never_sends_is_a_deadlock_naming_rank_and_call():
+    def fn(rank, world_size):
+        t = torch.zeros(2)
+        if rank == 0:
+            comm.recv(t, src=1)  # rank 1 never sends
+        return rank
+
+    t = time.time()
+    with pytest.raises(DeadlockError) as e:
+        launch(fn, 2, timeout=2)
+    assert time.time() - t < 2 + 3
+    assert e.value.finished == [1] and list(e.value.stuck) == [0]
+    assert "recv" in e.value.stuck[0] and "comm.recv(t, src=1)" in e.value.stuck[0]
+    assert_no_leftovers()
+
+
+def test_ranks_in_different_collectives_end_with_a_clear_error():
+    def fn(rank, world_size):
+        t = torch.zeros(4)
+        if rank == 0:
+            comm.all_reduce(t)
+        else:
+            comm.broadcast(t, src=1)
+        return t
+
+    with pytest.raises(DeadlockError) as e:
+        launch(fn, 2, timeout=2)
+    assert "all_reduce" in e.value.stuck[0] and "broadcast" in e.value.stuck[1]
+    assert_no_leftovers()
+
+
+def test_worker_killed_by_signal_is_reported():
+    def fn(rank, world_size):
+        if rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        comm.barrier()
+
+    with pytest.raises(WorkerError) as e:
+        launch(fn, 2, timeout=10)
+    assert e.value.rank == 1 and "SIGKILL" in str(e.value)
+    assert_no_leftovers()
+
+
+def test_unpicklable_result_and_bad_arguments():
+    with pytest.raises(WorkerError, match="cannot be sent back"):
+        launch(lambda r, w: (x for x in range(3)), 1)
+    with pytest.raises(ValueError, match="world_size must be a positive int"):
+        launch(lambda r, w: r, 0)
+    with pytest.raises(TypeError, match="needs a function"):
+        launch(3, 2)
+    with pytest.raises(ValueError, match="timeout"):
+        launch(lambda r, w: r, 2, timeout=-1)
+    with pytest.raises(TypeError, match="picklable"):
+        import threading
+
+        lock = threading.Lock()
+        launch(lambda r, w: lock, 2)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time, torch
+    from course_lib.launcher import launch
+    from course_lib import comm
+    def fn(rank, world_size, path):
+        open(f"{path}/pid{rank}", "w").write(str(os.getpid()))
+        time.sleep(1000)
+    print("parent", os.getpid(), flush=True)
+    launch(fn, 3, sys.argv[1], timeout=600)
+    """
+)
+
+
+def _run_and_stop(tmp_path, sig) -> tuple[subprocess.Popen, list[int]]:
+    script = tmp_path / "s.py"
+    script.write_text(SCRIPT)
+    p = subprocess.Popen([PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while len(list(tmp_path.glob("pid*"))) < 3 and time.time() < deadline:
+        time.sleep(0.1)
+    pids = [int(f.read_text()) for f in tmp_path.glob("pid*")]
+    assert len(pids) == 3 and all(psutil.pid_exists(x) for x in pids)
+    p.send_signal(sig)
+    return p, pids
+
+
+def _gone(pids: list[int], within: float) -> bool:
+    deadline = time.time() + within
+    while time.time() < deadline:
+        if not any(psutil.pid_exists(x) and psutil.Process(x).status() != psutil.STATUS_ZOMBIE for x in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_interrupt_ends_workers(tmp_path):
+    """Ctrl-C / 'Interrupt kernel' raises KeyboardInterrupt in the parent: the workers go too."""
+    p, pids = _run_and_stop(tmp_path, signal.SIGINT)
+    _, err = p.communicate(timeout=20)
+    assert "KeyboardInterrupt" in err and "ended all 3 workers" in err
+    assert _gone(pids, 5)
+
+
+def test_killed_parent_takes_workers_with_it(tmp_path):
+    """A kernel that dies (SIGKILL, 'Restart kernel') leaves no orphan workers behind."""
+    p, pids = _run_and_stop(tmp_path, signal.SIGKILL)
+    p.wait(10)
+    assert _gone(pids, 8)
+
+
+def test_two_concurrent_launches_never_collide(tmp_path):
+    """No fixed port: two jobs started together each see only their own ranks."""
+    script = tmp_path / "c.py"
+    script.write_text(textwrap.dedent(
+        """
+        import sys, torch
+        from course_lib.launcher import launch
+        from course_lib import comm
+        def fn(rank, world_size, base):
+            x = torch.tensor([base + rank], dtype=torch.float64)
+            for _ in range(20):
+                comm.all_reduce(x)
+                x /= world_size
+            return x.item()
+        base = float(sys.argv[1])
+        for _ in range(3):
+            out = launch(fn, 3, base)
+            assert all(abs(v - (base + 1)) < 1e-9 for v in out), out
+        print("ok")
+        """
+    ))
+    procs = [subprocess.Popen([PY, str(script), str(b)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for b in (100, 200, 300)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
+def test_same_function_runs_under_torchrun():
+    r = subprocess.run(
+        [PY, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "course_lib.torchrun_entry",
+         "course_lib.demos:hello_all_reduce"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[rank 0] hello_all_reduce returned 3.0 (backend gloo)" in r.stdout
+    assert "[rank 1] hello_all_reduce returned 3.0 (backend gloo)" in r.stdout
+    assert launch(__import__("course_lib.demos").demos.hello_all_reduce, 2) == [3.0, 3.0]
