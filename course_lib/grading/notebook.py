@@ -1,0 +1,86 @@
+"""The nbgrader markup the course uses, and the two transformations built on it."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import nbformat
+
+SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*(\n|$)", re.S | re.M)
+HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[^\n]*\n.*?^[ \t]*### END HIDDEN TESTS[^\n]*(\n|$)", re.S | re.M)
+MARKER = re.compile(r"^[ \t]*### (BEGIN|END) (SOLUTION|HIDDEN TESTS)[^\n]*\n?", re.M)
+STUB = "{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError()\n"
+
+
+def meta(cell: Any) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def is_answer(cell: Any) -> bool:
+    return bool(meta(cell).get("solution"))
+
+
+def is_test(cell: Any) -> bool:
+    return bool(meta(cell).get("grade")) and not is_answer(cell)
+
+
+def graded_cells(nb: Any) -> list[Any]:
+    return [c for c in nb.cells if is_test(c)]
+
+
+def strip_solution(source: str) -> str:
+    """Replace each solution block by a ``raise NotImplementedError()`` stub at its indentation."""
+    return SOLUTION.sub(lambda m: STUB.format(indent=m.group(1)), source)
+
+
+def strip_hidden(source: str) -> str:
+    return HIDDEN.sub("", source).rstrip() + "\n" if HIDDEN.search(source) else source
+
+
+def without_markers(source: str) -> str:
+    """The solution as a learner would write it: markers removed, hidden tests kept."""
+    return MARKER.sub("", source)
+
+
+def to_exercise(nb: Any) -> Any:
+    """The student version of a solution notebook: stubs, no hidden tests, no outputs."""
+    ex = nbformat.from_dict(nb)
+    for cell in ex.cells:
+        if cell.cell_type == "code":
+            cell.source = strip_hidden(strip_solution(cell.source)).rstrip("\n")
+            cell.outputs, cell.execution_count = [], None
+        elif is_answer(cell):  # a written answer
+            cell.source = SOLUTION.sub("YOUR ANSWER HERE\n", cell.source)
+    ex.metadata.pop("widgets", None)
+    return ex
+
+
+def for_grading(submission: Any, source: Any) -> Any:
+    """The notebook the autograder runs: the learner's cells, with every test cell taken
+    from the source (hidden tests restored, learner edits to tests undone) and any test cell
+    the learner deleted put back after the cell that precedes it in the source."""
+    nb = nbformat.from_dict(submission)
+    src_tests = {meta(c)["grade_id"]: c for c in source.cells if is_test(c)}
+    seen = set()
+    cells = []
+    for cell in nb.cells:
+        gid = meta(cell).get("grade_id")
+        if gid in src_tests:
+            cells.append(nbformat.from_dict(src_tests[gid]))
+            seen.add(gid)
+        else:
+            cells.append(cell)
+    ids = [meta(c).get("grade_id") for c in cells]
+    for i, scell in enumerate(source.cells):
+        gid = meta(scell).get("grade_id")
+        if gid in src_tests and gid not in seen:
+            before = [meta(c).get("grade_id") for c in source.cells[:i] if meta(c).get("grade_id") in ids]
+            pos = ids.index(before[-1]) + 1 if before else len(cells)
+            cells.insert(pos, nbformat.from_dict(scell))
+            ids.insert(pos, gid)
+    for c in cells:
+        if c.cell_type == "code":
+            c.source = without_markers(c.source)
+            c.outputs, c.execution_count = [], None
+    nb.cells = cells
+    return nb
