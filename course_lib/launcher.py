@@ -58,6 +58,11 @@ _PEER_CLOSED = re.compile(
 class LaunchError(RuntimeError):
     """Base class of everything :func:`launch` raises about a run that went wrong."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of the launcher's own frames, which never help a learner:
+        # the message already carries the failing rank's traceback or the stuck ranks' calls.
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
 
 class WorkerError(LaunchError):
     """A rank raised. ``rank``, ``exc_type`` and ``worker_traceback`` say where and what."""

@@ -1,0 +1,107 @@
+"""Grading: exercises are generated from solutions, and every check fails on the exercise and
+on a plausible wrong answer, passes on the solution; the instructor command writes a CSV, and
+an infinite loop costs only its question."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.grading import assign, autograde
+from course_lib.grading.notebook import graded_cells, is_answer, meta, strip_hidden, strip_solution, to_exercise
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+
+
+def wrong_answers(name: str) -> dict:
+    path = ROOT / "tests" / "wrong_answers" / (Path(name).stem + ".py")
+    spec = importlib.util.spec_from_file_location("wrong", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.WRONG
+
+
+def test_exercises_are_generated_from_solutions():
+    assert SOLUTIONS, "no solution notebooks"
+    assert assign.main(["--check"]) == 0, "exercises/ drifted: run python -m course_lib.grading.assign"
+
+
+def test_markers_are_stripped():
+    src = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"
+    assert strip_solution(src) == "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+    assert strip_hidden("a()\n### BEGIN HIDDEN TESTS\nb()\n### END HIDDEN TESTS\n") == "a()\n"
+    for sol in SOLUTIONS:
+        ex = to_exercise(nbformat.read(sol, 4))
+        text = nbformat.writes(ex)
+        assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "END SOLUTION" not in text
+        assert all(not c.get("outputs") for c in ex.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_every_question_has_a_wrong_answer(solution):
+    nb = nbformat.read(solution, 4)
+    answers = {meta(c)["grade_id"] for c in nb.cells if is_answer(c)}
+    assert answers and answers == set(wrong_answers(solution.name)), \
+        "each answer cell needs a plausible wrong answer in tests/wrong_answers/"
+
+
+def _submission(nb, replace: dict[str, str]):
+    nb = nbformat.from_dict(nb)
+    for c in nb.cells:
+        gid = meta(c).get("grade_id")
+        if gid in replace:
+            c.source = replace[gid]
+    return nb
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_grader_scores_solution_exercise_and_wrong_answers(solution, tmp_path):
+    src = nbformat.read(solution, 4)
+    exercise = nbformat.read(ROOT / "exercises" / solution.name, 4)
+    wrong = wrong_answers(solution.name)
+    subs = {"solution": src, "untouched": exercise}
+    # One submission per wrong answer: the other answers are the solution's, so only that
+    # question may lose points.
+    for gid, (code, _) in wrong.items():
+        subs[f"wrong-{gid}"] = _submission(src, {gid: code})
+    # A learner's top-level infinite loop in the first answer, and a deleted test cell.
+    first = next(meta(c)["grade_id"] for c in src.cells if is_answer(c))
+    looping = _submission(src, {first: "while True:\n    pass"})
+    looping.cells = [c for c in looping.cells if meta(c).get("grade_id") != graded_cells(src)[-1].metadata.nbgrader.grade_id]
+    subs["loop"] = looping
+    for name, nb in subs.items():
+        (tmp_path / name).mkdir()
+        nbformat.write(nb, tmp_path / name / solution.name)
+
+    results = {r.student: r for r in autograde.grade_folder(tmp_path, solution.parent, cell_timeout=20, log=lambda *_: None)}
+    out = tmp_path / "scores.csv"
+    autograde.write_csv(list(results.values()), out)
+    rows = {r["student"]: r for r in csv.DictReader(open(out))}
+
+    tests = graded_cells(src)
+    full = sum(meta(c)["points"] for c in tests)
+    assert results["solution"].total == full and float(rows["solution"]["total"]) == full
+    assert results["untouched"].total == 0, results["untouched"].feedback
+    assert all("not answered yet" in m for m in results["untouched"].feedback.values())
+
+    # the answer cell with grade_id X is checked by the test cell that follows it
+    answer_to_test = {}
+    for i, c in enumerate(src.cells):
+        if is_answer(c):
+            answer_to_test[meta(c)["grade_id"]] = next(meta(t)["grade_id"] for t in src.cells[i:] if t in tests)
+    for gid, (_, hint) in wrong.items():
+        r = results[f"wrong-{gid}"]
+        q = answer_to_test[gid]
+        assert r.scores[q] == 0 and hint in r.feedback[q], (gid, r.feedback)
+        assert r.total == full - meta(next(c for c in tests if meta(c)["grade_id"] == q))["points"]
+
+    loop = results["loop"]
+    q_first = answer_to_test[first]
+    assert loop.scores[q_first] == 0 and "NameError" in loop.feedback[q_first] or "interrupted" in loop.feedback[q_first]
+    # the loop cost only its question; the deleted test cell was restored and passes
+    assert loop.total == full - meta(next(c for c in tests if meta(c)["grade_id"] == q_first))["points"]
