@@ -9,8 +9,8 @@ kernel, and every test cell that runs without error earns its points.
 
 A learner's infinite loop or deadlock costs only that question: the launcher ends deadlocked
 ranks after its own timeout, a cell running longer than ``--cell-timeout`` is interrupted
-(KeyboardInterrupt, which also ends its workers), and a kernel that dies is restarted, with
-the setup cells before that point run again, before grading continues.
+(KeyboardInterrupt, which also ends its workers), and after such a timeout, or a kernel that
+dies, grading continues in a fresh kernel with the earlier cells run again.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbclient.exceptions import DeadKernelError
 
-from course_lib.grading.notebook import for_grading, is_answer, is_test, meta
+from course_lib.grading.notebook import for_grading, is_test, meta
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,10 +57,16 @@ def _error_text(cell: Any, reply: dict | None) -> str | None:
 
 
 def run_graded(nb: Any, cell_timeout: float, cwd: Path) -> dict[int, str | None]:
-    """Execute ``nb`` in place; return {cell index: error text or None} for every code cell."""
+    """Execute ``nb`` in place; return {cell index: error text or None} for every code cell.
+
+    A cell that times out or kills the kernel is recorded as failed, and grading resumes in a
+    fresh kernel (a code that ignores the interrupt would otherwise block every later cell):
+    the earlier cells, except tests and the failed ones, are run again first.
+    """
     replies: dict[int, dict] = {}
     status: dict[int, str | None] = {}
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    broken: set[int] = set()
     start = 0
     while start < len(code):
         client = NotebookClient(
@@ -72,10 +78,9 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path) -> dict[int, str | None]
             on_cell_executed=lambda cell, cell_index, execute_reply: replies.__setitem__(cell_index, execute_reply),
         )
         with client.setup_kernel():
-            if start:  # a restarted kernel: rerun the setup cells (not answers, not tests) so far
-                for i in code[:start]:
-                    if not is_answer(nb.cells[i]) and not is_test(nb.cells[i]):
-                        client.execute_cell(nbformat.from_dict(nb.cells[i]), i)
+            for i in code[:start]:  # a fresh kernel after a failure: restore the state so far
+                if i not in broken and not is_test(nb.cells[i]):
+                    client.execute_cell(nbformat.from_dict(nb.cells[i]), i)
             for k in range(start, len(code)):
                 i = code[k]
                 try:
@@ -83,10 +88,10 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path) -> dict[int, str | None]
                     status[i] = _error_text(nb.cells[i], replies.get(i))
                 except DeadKernelError:
                     status[i] = "DeadKernel: the kernel died while running this cell"
+                if status[i] and status[i].split(":")[0] in ("CellTimeout", "DeadKernel"):
+                    broken.add(i)
                     start = k + 1
                     break
-                except CellExecutionError as e:  # not raised with allow_errors, kept for safety
-                    status[i] = str(e).splitlines()[0]
             else:
                 start = len(code)
     return status

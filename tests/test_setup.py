@@ -1,0 +1,59 @@
+"""The setup the README promises: pins agree, commands exist, the package imports cleanly."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pins(lines: list[str]) -> dict[str, str]:
+    out = {}
+    for ln in lines:
+        m = re.match(r"^\s*(?:-\s+)?([A-Za-z0-9_.\-]+)==([^\s#]+)", ln)
+        if m:
+            out[m.group(1).lower()] = m.group(2)
+    return out
+
+
+def test_environment_yml_pins_equal_requirements():
+    req = pins((ROOT / "requirements.txt").read_text().splitlines())
+    env = pins((ROOT / "environment.yml").read_text().splitlines())
+    assert req["torch"] == "2.13.0"
+    assert req == env, f"differ: {set(req.items()) ^ set(env.items())}"
+    assert "- -e ." in (ROOT / "environment.yml").read_text()
+
+
+def test_installed_versions_match_pins():
+    from importlib.metadata import version
+
+    for name, pinned in pins((ROOT / "requirements.txt").read_text().splitlines()).items():
+        got = version(name).split("+")[0]
+        assert got == pinned, f"{name}: installed {got}, pinned {pinned}; rerun ./course test to reinstall"
+
+
+def test_readme_commands_exist():
+    readme = (ROOT / "README.md").read_text()
+    assert "./course lab" in readme and "./course test" in readme
+    assert "./course test" in (ROOT / ".ci" / "run").read_text()
+    help_text = subprocess.run(["bash", str(ROOT / "course"), "help"], capture_output=True, text=True).stdout
+    assert "./course lab" in help_text
+
+
+def test_every_module_imports_and_is_documented():
+    import importlib
+    import pkgutil
+
+    import course_lib
+
+    for m in pkgutil.walk_packages(course_lib.__path__, "course_lib."):
+        if m.name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(m.name)
+        assert (mod.__doc__ or "").strip(), f"{m.name} has no module docstring"
+
+
+def test_python_version():
+    assert sys.version_info >= (3, 11)
