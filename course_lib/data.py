@@ -175,7 +175,8 @@ class TextDataset:
         return self.tokenizer.vocab_size
 
 
-def train_val_split(data: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def train_val_split(data: torch.Tensor,
+                    val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a 1-D token tensor into a leading train part and a trailing val part.
 
     A contiguous split (not a random one) so no validation window overlaps a training
@@ -213,7 +214,8 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
     if data.dim() != 1:
         raise ValueError(f"data must be a 1-D tensor of token ids, got shape {tuple(data.shape)}.")
     if batch_size < 1 or block_size < 1:
-        raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size}, {block_size}.")
+        raise ValueError(
+            f"batch_size and block_size must be >= 1, got {batch_size}, {block_size}.")
     if len(data) <= block_size:
         raise ValueError(f"data has {len(data)} tokens, need more than block_size={block_size} "
                          "to cut one (input, target) window; use a smaller block_size.")

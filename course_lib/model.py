@@ -183,7 +183,7 @@ class GPT(nn.Module):
             shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise ValueError(f"idx must be a (batch, time) tensor of token ids, got {shape}. "
                              "For one sequence use idx[None, :].")
-        if idx.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int8):
+        if idx.dtype not in (torch.long, torch.int32):  # what nn.Embedding accepts
             raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}; "
                             "use torch.tensor(ids, dtype=torch.long).")
         T = idx.shape[1]
@@ -211,7 +211,8 @@ class GPT(nn.Module):
         n = len(self.blocks)
         end = n if end is None else end
         if not 0 <= start <= end <= n:
-            raise ValueError(f"need 0 <= start <= end <= n_layer={n}, got start={start}, end={end}.")
+            raise ValueError(
+                f"need 0 <= start <= end <= n_layer={n}, got start={start}, end={end}.")
         for block in self.blocks[start:end]:
             h = block(h)
         return h
@@ -242,7 +243,8 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                 top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Autoregressive sampling: repeat ``x_{t+1} ~ softmax(logits_t / temperature)``
         (restricted to the ``top_k`` most likely tokens if given), feeding the last
         ``block_size`` tokens back in. Returns ``idx`` with ``max_new_tokens`` appended.

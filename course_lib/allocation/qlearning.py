@@ -13,9 +13,9 @@ The MDP (the seed names only "an MDP" and "Q-learning or SARSA"; these are our c
 
 Why it is only a heuristic here: the state forgets the memory already used and (for the
 bottleneck) the loads so far, so the process is not Markov in (j, x_{j-1}) and the
-convergence theorem does not apply. For the latency of a chain with memory to spare it is
-a shortest path on states (j, x_{j-1}) and Q-learning does converge to the optimum, given
-enough episodes. For device placement with RL at scale see Mirhoseini et al., "Device
+convergence theorem does not apply. Only for the latency of a chain with memory to spare
+is the MDP exact (a shortest path on states (j, x_{j-1})), and there the optimum is trivial
+anyway: every module on the fastest device, since speed does not depend on the module. For device placement with RL at scale see Mirhoseini et al., "Device
 placement optimization with reinforcement learning", ICML 2017.
 Deterministic for a given `seed`.
 """

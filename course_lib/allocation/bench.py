@@ -1,0 +1,139 @@
+"""Benchmark: solver time by instance size, and how far greedy / Q-learning / contiguous-only
+placements are from the exact optimum.
+
+    python -m course_lib.allocation.bench            # full table (a few minutes on 2 cores)
+    python -m course_lib.allocation.bench --quick    # small sizes only, seconds
+
+Times are the median over `--seeds` random instances (`random_problem`, memory slack 1.5);
+gaps are over `--gap-seeds` other instances.
+A gap is (cost - optimum) / optimum over the instances; "fail" counts instances where the
+heuristic found no memory-feasible assignment although one exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from typing import Callable, Sequence
+
+from .chain_dp import chain_dp
+from .cost import OBJECTIVES, Objective
+from .exhaustive import exhaustive_all, exhaustive_contiguous
+from .generate import random_problem
+from .greedy import greedy_seed
+from .milp import milp_assign
+from .problem import Problem
+from .qlearning import q_learning
+from .solution import InfeasibleError, Solution
+
+Solver = Callable[[Problem, Objective], Solution]
+
+
+def _instances(k: int, n: int, seeds: int, first_seed: int = 0) -> list[Problem]:
+    return [random_problem(k, n, first_seed + i, memory_slack=1.5) for i in range(seeds)]
+
+
+def time_rows(sizes: dict[str, list[tuple[int, int]]], seeds: int, milp_limit: float) -> list[str]:
+    solvers: dict[str, Solver] = {
+        "exhaustive_all": exhaustive_all,
+        "exhaustive_contig": exhaustive_contiguous,
+        "chain_dp": chain_dp,
+        "milp": lambda p, o: milp_assign(p, o, time_limit=milp_limit),
+    }
+    out = [f"{'solver':<18}{'objective':<11}{'k':>4}{'n':>4}{'median s':>10}{'max s':>9}  proven",
+           "-" * 66]
+    for name, solver in solvers.items():
+        for k, n in sizes[name]:
+            for obj in OBJECTIVES:
+                secs, proven, tried, worst = [], 0, 0, 0.0
+                for p in _instances(k, n, seeds):
+                    t0 = time.perf_counter()
+                    try:
+                        sol = solver(p, obj)
+                    except InfeasibleError:
+                        continue
+                    tried += 1
+                    secs.append(time.perf_counter() - t0)
+                    proven += sol.optimal
+                    if not sol.optimal:  # stopped by the time limit: how far from proven?
+                        worst = max(worst, 1.0 - sol.info["lower_bound"] / sol.cost)
+                if secs:
+                    out.append(f"{name:<18}{obj:<11}{k:>4}{n:>4}{statistics.median(secs):>10.4f}"
+                               f"{max(secs):>9.3f}  {proven}/{tried}"
+                               + (f"  (stopped at {milp_limit:g} s; cost - bound <= {worst:.1%} of cost)"
+                                  if proven < tried else ""))
+    return out
+
+
+def gap_rows(sizes: list[tuple[int, int]], seeds: int, episodes: int, milp_limit: float) -> list[str]:
+    out = [f"{'method':<12}{'objective':<11}{'k':>4}{'n':>4}{'mean gap':>10}{'median':>9}{'max':>9}"
+           f"{'=opt':>6}{'fail':>6}", "-" * 71]
+    for k, n in sizes:
+        for obj in OBJECTIVES:
+            gaps: dict[str, list[float]] = {"greedy_seed": [], "q_learning": [], "chain_dp": []}
+            fails = dict.fromkeys(gaps, 0)
+            for i, p in enumerate(_instances(k, n, seeds, first_seed=1000)):
+                try:
+                    best = (exhaustive_all(p, obj) if p.n ** p.k <= 50_000
+                            else milp_assign(p, obj, time_limit=milp_limit))
+                except InfeasibleError:
+                    continue
+                if not best.optimal:  # no proven optimum to compare with: skip the instance
+                    continue
+                cands: dict[str, Solution | None] = {
+                    "greedy_seed": greedy_seed(p, obj),
+                    "q_learning": q_learning(p, obj, episodes=episodes, seed=i),
+                }
+                try:
+                    cands["chain_dp"] = chain_dp(p, obj)
+                except InfeasibleError:
+                    cands["chain_dp"] = None
+                for name, sol in cands.items():
+                    if sol is None or not sol.feasible:
+                        fails[name] += 1
+                    else:
+                        gaps[name].append(sol.gap(best))
+            for name, g in gaps.items():
+                if not g and not fails[name]:
+                    continue
+                mean = statistics.fmean(g) if g else math.nan
+                med = statistics.median(g) if g else math.nan
+                top = max(g) if g else math.nan
+                hits = sum(x <= 1e-6 for x in g)
+                out.append(f"{name:<12}{obj:<11}{k:>4}{n:>4}{mean:>9.1%} {med:>8.1%} {top:>8.1%}"
+                           f"{hits:>6}{fails[name]:>6}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m course_lib.allocation.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes only (seconds)")
+    ap.add_argument("--seeds", type=int, default=None, help="instances per size")
+    ap.add_argument("--gap-seeds", type=int, default=None, help="instances per gap row")
+    ap.add_argument("--milp-limit", type=float, default=20.0, help="HiGHS time limit per solve [s]")
+    ap.add_argument("--episodes", type=int, default=2000, help="Q-learning episodes")
+    args = ap.parse_args(argv)
+    if args.quick:
+        seeds = args.seeds or 2
+        sizes = {"exhaustive_all": [(6, 3)], "exhaustive_contig": [(8, 4)],
+                 "chain_dp": [(16, 4), (128, 16)], "milp": [(8, 3)]}
+        gap_sizes, episodes, gap_seeds = [(6, 3)], min(args.episodes, 300), args.gap_seeds or 2
+    else:
+        seeds = args.seeds or 3
+        sizes = {"exhaustive_all": [(8, 3), (10, 3)], "exhaustive_contig": [(12, 4), (16, 6)],
+                 "chain_dp": [(32, 8), (64, 8), (128, 16), (256, 32)],
+                 "milp": [(8, 3), (12, 4), (16, 4), (24, 6)]}
+        gap_sizes, episodes, gap_seeds = [(8, 3), (12, 4)], args.episodes, args.gap_seeds or 10
+    print(f"Solver time ({seeds} random instances per row; 'proven' = optimality proven/solved)")
+    print("\n".join(time_rows(sizes, seeds, args.milp_limit)))
+    print()
+    print(f"Optimality gap vs the exact global optimum ({gap_seeds} instances per row; q_learning "
+          f"with {episodes} episodes; chain_dp = best contiguous pipeline in the given device order)")
+    print("\n".join(gap_rows(gap_sizes, gap_seeds, episodes, args.milp_limit)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""course_lib.allocation: exact solvers against exhaustive search, heuristics never better than
+the optimum, bad input rejected with a reason, and the seed's worked example (corrected)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from course_lib.allocation import (
+    OBJECTIVES, Device, InfeasibleError, Links, Module, Problem, chain_dp, comm_time, cost,
+    device_load, exhaustive_all, exhaustive_contiguous, greedy_seed, is_feasible, latency,
+    milp_assign, pipeline_time, q_learning, random_problem, seed_example, time_per_microbatch,
+)
+from course_lib.allocation.bench import main as bench_main
+
+
+def _close(a: float, b: float, rtol: float) -> bool:
+    return abs(a - b) <= rtol * max(abs(a), abs(b))
+
+
+def _random_small(seed: int, kmax: int, nmax: int, skip_prob: float = 0.0) -> Problem:
+    rng = np.random.default_rng(10_000 + seed)
+    k, n = int(rng.integers(1, kmax + 1)), int(rng.integers(1, nmax + 1))
+    # Slack from 1.0 (memory binds hard, often infeasible) to 2.5 (memory rarely binds).
+    return random_problem(k, n, seed, memory_slack=float(rng.uniform(1.0, 2.5)), skip_prob=skip_prob)
+
+
+def _solve_or_none(solver, problem, objective):
+    try:
+        return solver(problem, objective)
+    except InfeasibleError:
+        return None
+
+
+# --- exact solvers == exhaustive search -----------------------------------------------------
+
+def test_chain_dp_equals_exhaustive_contiguous():
+    infeasible = 0
+    for seed in range(1000):
+        p = _random_small(seed, kmax=8, nmax=4)
+        for obj in OBJECTIVES:
+            truth = _solve_or_none(exhaustive_contiguous, p, obj)
+            dp = _solve_or_none(chain_dp, p, obj)
+            assert (truth is None) == (dp is None), (seed, obj)
+            if truth is None:
+                infeasible += 1
+                continue
+            assert dp.optimal and dp.assignment == tuple(sorted(dp.assignment))  # contiguous
+            assert _close(dp.cost, truth.cost, 1e-9), (seed, obj, dp, truth)
+            assert _close(dp.cost, dp.info["dp_value"], 1e-9)  # recurrence == cost model
+    assert 0 < infeasible < 1000  # both branches exercised
+
+
+def test_chain_dp_respects_device_order():
+    p = random_problem(6, 3, seed=7)
+    order = [2, 0, 1]
+    perm = Problem(tuple(p.devices[d] for d in order), p.modules,
+                   Links(p.B[np.ix_(order, order)], p.alpha[np.ix_(order, order)]))
+    for obj in OBJECTIVES:
+        a, b = chain_dp(p, obj, order=order), exhaustive_contiguous(perm, obj)
+        assert _close(a.cost, b.cost, 1e-9)
+        assert [order.index(d) for d in a.assignment] == sorted(order.index(d) for d in a.assignment)
+
+
+def test_milp_equals_exhaustive_all():
+    infeasible = 0
+    for seed in range(400):
+        p = _random_small(seed, kmax=5, nmax=3, skip_prob=0.3)  # general traffic, not just a chain
+        for obj in OBJECTIVES:
+            truth = _solve_or_none(exhaustive_all, p, obj)
+            # Odd seeds: the bare formulation; even: with the cutoff rows from a known placement.
+            mip = _solve_or_none(lambda q, o: milp_assign(q, o, incumbent=None if seed % 2 else "auto"),
+                                 p, obj)
+            assert (truth is None) == (mip is None), (seed, obj)
+            if truth is None:
+                infeasible += 1
+                continue
+            assert mip.optimal
+            # mip.cost is re-evaluated from its assignment, so it can never undercut the truth;
+            # it matches up to HiGHS's tolerances.
+            assert truth.cost <= mip.cost * (1 + 1e-12)
+            assert _close(mip.cost, truth.cost, 1e-6), (seed, obj, mip, truth)
+            assert _close(mip.cost, mip.info["milp_value"], 1e-6)  # linearisation == cost model
+    assert infeasible < 400
+
+
+def test_milp_beats_or_ties_contiguous_dp_on_larger_chain():
+    p = random_problem(10, 3, seed=3)
+    for obj in OBJECTIVES:
+        mip, dp = milp_assign(p, obj), chain_dp(p, obj)
+        assert mip.optimal and mip.cost <= dp.cost * (1 + 1e-6)
+
+
+def test_milp_time_limit_returns_a_feasible_placement_and_a_bound():
+    p = random_problem(24, 6, seed=1)
+    sol = milp_assign(p, "bottleneck", time_limit=0.5)
+    assert not sol.optimal and sol.feasible
+    assert sol.info["lower_bound"] <= sol.cost * (1 + 1e-9)
+
+
+# --- heuristics never beat the optimum ------------------------------------------------------
+
+def test_greedy_and_q_learning_never_beat_optimum():
+    for seed in range(150):
+        p = _random_small(seed, kmax=5, nmax=3)
+        for obj in OBJECTIVES:
+            best = _solve_or_none(exhaustive_all, p, obj)
+            for sol in (greedy_seed(p, obj), q_learning(p, obj, episodes=150, seed=seed)):
+                if best is None:  # nothing fits: a heuristic cannot find anything either
+                    assert not sol.feasible
+                    continue
+                if not sol.feasible:  # a heuristic may fail; that is a gap of inf, not a win
+                    continue
+                assert sol.cost >= best.cost * (1 - 1e-12)
+                assert sol.cost == cost(p, sol.assignment, obj)
+
+
+def test_q_learning_is_deterministic_and_learns_the_exact_mdp_case():
+    # Ample memory + latency: the MDP on (module, previous device) is exact (a shortest path)
+    # and its optimum is "everything on the fastest device"; Q-learning must learn that.
+    p = random_problem(5, 3, seed=4, memory_slack=50.0)
+    a = q_learning(p, "latency", episodes=1500, seed=1)
+    b = q_learning(p, "latency", episodes=1500, seed=1)
+    assert a.assignment == b.assignment and a.cost == b.cost
+    assert a.assignment == (int(p.s.argmax()),) * p.k
+    assert _close(a.cost, exhaustive_all(p, "latency").cost, 1e-9)
+
+
+def test_greedy_can_fail_where_a_feasible_assignment_exists():
+    # Fastest device fits module 0 only if module 1 goes elsewhere; greedy fills it with
+    # module 0, moves on to the slow small device, which cannot take the big module 1, and
+    # never comes back. Swapping works: module 0 on the slow one, module 1 on the fast one.
+    devs = (Device("fast", 10.0, 10.0), Device("slow", 1.0, 5.0))
+    mods = (Module("a", 1.0, 4.0), Module("b", 1.0, 7.0), Module("c", 1.0, 1.0))
+    p = Problem(devs, mods, Links.uniform(2, 1.0))
+    assert not greedy_seed(p, "latency").feasible
+    assert milp_assign(p, "latency").feasible
+
+
+# --- the cost model -------------------------------------------------------------------------
+
+def test_latency_is_sum_and_bottleneck_is_max_of_device_loads():
+    p = random_problem(6, 3, seed=11, skip_prob=0.5)
+    x = (0, 1, 1, 2, 0, 2)
+    L = device_load(p, x)
+    hand = sum(p.w[j] / p.s[x[j]] for j in range(p.k)) + sum(
+        p.alpha[x[j], x[l]] + b / p.B[x[j], x[l]] for j, l, b in p.edges if x[j] != x[l])
+    assert math.isclose(latency(p, x), hand, rel_tol=1e-12)
+    assert math.isclose(latency(p, x), L.sum(), rel_tol=1e-12)
+    assert time_per_microbatch(p, x) == L.max()
+    assert comm_time(p, 5.0, 1, 1) == 0.0 and comm_time(p, 0.0, 0, 1) == 0.0
+
+
+def test_memory_violation_costs_inf():
+    p = random_problem(4, 2, seed=0, memory_slack=1.1)
+    everything_on_0 = (0, 0, 0, 0)
+    if not is_feasible(p, everything_on_0):
+        assert math.isinf(cost(p, everything_on_0, "latency"))
+
+
+def test_pipeline_time_matches_flow_shop_simulation():
+    p = random_problem(7, 4, seed=5)
+    x = (0, 0, 1, 1, 1, 3, 3)  # device 2 skipped
+    L = device_load(p, x)
+    t = [L[d] for d in (0, 1, 3)]
+    for N in (1, 2, 9):
+        done = [0.0] * len(t)  # finish time of the previous micro-batch on each stage
+        for _ in range(N):
+            ready = 0.0
+            for s_, ts in enumerate(t):
+                done[s_] = max(done[s_], ready) + ts
+                ready = done[s_]
+        assert math.isclose(pipeline_time(p, x, N), done[-1], rel_tol=1e-12)
+    assert math.isclose(pipeline_time(p, x, 1), latency(p, x), rel_tol=1e-12)
+    with pytest.raises(ValueError, match="revisits a device"):
+        pipeline_time(p, (0, 1, 0, 1, 1, 1, 1), 4)
+
+
+# --- the seed's worked example (section 4.4) ------------------------------------------------
+
+def test_seed_worked_example_bottleneck_reproduces_seed_numbers():
+    p = seed_example()
+    # The seed's T = max_i{...} is the per-micro-batch time of a pipeline: 0.8 vs 1.2.
+    assert math.isclose(time_per_microbatch(p, (0, 1)), 0.8)
+    assert math.isclose(time_per_microbatch(p, (0, 0)), 1.2)
+    for solver in (exhaustive_all, chain_dp, milp_assign):
+        sol = solver(p, "bottleneck")
+        assert sol.assignment == (0, 1) and math.isclose(sol.cost, 0.8)
+    # The seed's own greedy does not find the seed's preferred split.
+    assert greedy_seed(p, "bottleneck").assignment == (0, 0)
+
+
+def test_seed_worked_example_latency_reverses_the_conclusion():
+    p = seed_example()
+    # One input through the chain: module 2 waits for module 1, so the times add up.
+    assert math.isclose(latency(p, (0, 1)), 8 / 10 + 4 / 5)  # 1.6, not 0.8
+    assert math.isclose(latency(p, (0, 0)), 1.2)
+    for solver in (exhaustive_all, chain_dp, milp_assign):
+        assert solver(p, "latency").assignment == (0, 0)
+
+
+def test_seed_constraint_sum_w_le_c_is_dimensionally_wrong():
+    p = seed_example()
+    # The seed's "compute constraint" sum_j w_j <= c_i (FLOP <= FLOP/s) rules out putting
+    # both modules on device 1 (8 + 4 = 12 > 10), yet the seed evaluates that very option.
+    assert p.w.sum() > p.s[0]
+    assert math.isfinite(cost(p, (0, 0), "bottleneck"))  # a time (1.2 s), not a violation
+
+
+def test_seed_worked_example_with_communication():
+    # With a message of t bytes over bandwidth b, the split's bottleneck is 0.8 + t/b
+    # (device 1 computes, then sends), so splitting wins only while t/b < 0.4 s.
+    for t_over_b, split_wins in ((0.3, True), (0.5, False)):
+        p = seed_example(t12=t_over_b * 100.0, bandwidth=100.0)
+        assert math.isclose(time_per_microbatch(p, (0, 1)), 0.8 + t_over_b)
+        assert (exhaustive_all(p, "bottleneck").assignment == (0, 1)) == split_wins
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+def _ok_parts():
+    devs = (Device("a", 1e14, 10e9), Device("b", 5e13, 20e9))
+    mods = (Module("l0", 1e12, 4e9, 1e9, 1e8), Module("l1", 1e12, 4e9, 1e9, 0.0))
+    return devs, mods, Links.uniform(2, 1e10, 1e-5)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda d, m, l: Problem((), m, l), "device list is empty"),
+    (lambda d, m, l: Problem(d, (), l), "module list is empty"),
+    (lambda d, m, l: Problem(d, m + (Module("huge", 1.0, 30e9),), l), "largest device"),
+    (lambda d, m, l: Problem(d, m, Links.uniform(3, 1e10)), "3 x 3 but there are 2 devices"),
+    (lambda d, m, l: Problem(d, m, l, {(0, 5): 1.0}), "out of range"),
+    (lambda d, m, l: Device("z", 0.0, 1e9), "speed"),
+    (lambda d, m, l: Device("z", -1e12, 1e9), "speed"),
+    (lambda d, m, l: Device("z", 1e12, 0.0), "memory"),
+    (lambda d, m, l: Module("z", -1.0, 1.0), "work"),
+    (lambda d, m, l: Links(np.array([[1.0, 0.0], [1.0, 1.0]]), np.zeros((2, 2))), r"bandwidth\[0, 1\]"),
+    (lambda d, m, l: Links(np.array([[1.0, -5.0], [1.0, 1.0]]), np.zeros((2, 2))), r"bandwidth\[0, 1\]"),
+    (lambda d, m, l: Links(np.ones((2, 2)), -np.ones((2, 2))), "latency"),
+    (lambda d, m, l: Links(np.ones((2, 3)), np.zeros((2, 3))), "square"),
+    (lambda d, m, l: cost(Problem(d, m, l), (0,), "latency"), "one device index per module"),
+    (lambda d, m, l: cost(Problem(d, m, l), (0, 2), "latency"), "not a device index"),
+    (lambda d, m, l: cost(Problem(d, m, l), (0, 1), "throughput"), "objective"),
+    (lambda d, m, l: chain_dp(Problem(d, m, l, {(1, 0): 1.0}), "latency"), "milp_assign"),
+])
+def test_bad_input_raises_value_error(make, match):
+    d, m, l = _ok_parts()
+    with pytest.raises(ValueError, match=match):
+        make(d, m, l)
+
+
+def test_infeasible_memory_raises_for_exact_solvers_only():
+    devs = (Device("a", 1.0, 5.0), Device("b", 1.0, 5.0))
+    mods = tuple(Module(f"m{j}", 1.0, 4.0) for j in range(3))  # 12 bytes, 10 available
+    p = Problem(devs, mods, Links.uniform(2, 1.0))
+    for solver in (exhaustive_all, exhaustive_contiguous, chain_dp, milp_assign):
+        with pytest.raises(InfeasibleError, match="add devices or memory"):
+            solver(p, "latency")
+    assert not greedy_seed(p, "latency").feasible
+    assert not q_learning(p, "latency", episodes=20).feasible
+
+
+def test_problem_is_immutable():
+    p = random_problem(3, 2, seed=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.devices = ()  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        p.B[0, 1] = 1.0
+
+
+def test_bench_quick_runs(capsys):
+    bench_main(["--quick"])
+    out = capsys.readouterr().out
+    assert "chain_dp" in out and "milp" in out and "q_learning" in out
