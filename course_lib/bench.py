@@ -3,12 +3,14 @@
     python -m course_lib.bench launch        # launcher latency from a real notebook kernel
     python -m course_lib.bench train         # the reference GPT's single-process training run
     python -m course_lib.bench allocation    # chapter 1 solvers: time by size, optimality gaps
+    python -m course_lib.bench calibrate     # chapter 1 calibration: GPT layer times, gloo alpha/beta
 
 Each prints a table; the tests check correctness, these check speed.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import sys
@@ -86,6 +88,14 @@ def _table(rows: list[dict], fmt: dict[str, str]) -> str:
     return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(c) for c in cells])
 
 
+# Benchmarks that live next to the code they measure: `./course bench NAME [args]` runs
+# NAME's module `main(argv)`. Each prints its own table; `--help` lists its options.
+FORWARDED = {
+    "allocation": ("course_lib.allocation.bench", "chapter 1: solver time by size, greedy/RL gaps"),
+    "calibrate": ("course_lib.allocation.calibrate", "chapter 1: GPT layer profile, gloo alpha/beta"),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,8 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kernels", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     sub.add_parser("train", help="reference GPT training: time to the target loss")
-    p = sub.add_parser("allocation", help="chapter 1 solver benchmark")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, (_, help_text) in FORWARDED.items():
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     if a.what == "launch":
         t = time.time()
@@ -108,10 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         from course_lib.train import bench_reference
 
         bench_reference()
-    elif a.what == "allocation":
-        from course_lib.allocation.bench import main as alloc_main
-
-        alloc_main(a.rest)
+    else:
+        module = importlib.import_module(FORWARDED[a.what][0])
+        module.main(a.rest)
 
 
 if __name__ == "__main__":

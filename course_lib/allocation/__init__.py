@@ -9,6 +9,8 @@
     milp.py        exact MILP for general assignments (scipy.optimize.milp / HiGHS)
     qlearning.py   tabular Q-learning, the seed's RL, measured against the optimum
     generate.py    seeded random instances and the seed's worked example
+    calibrate.py   this machine measured: GPT layer times and memory, gloo link alpha/beta
+    plot.py        pictures: placement and the pipeline's flow-shop timeline
     bench.py       `python -m course_lib.allocation.bench`: timings and optimality gaps
 """
 
