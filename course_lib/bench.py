@@ -4,6 +4,7 @@
     python -m course_lib.bench train         # the reference GPT's single-process training run
     python -m course_lib.bench allocation    # chapter 1 solvers: time by size, optimality gaps
     python -m course_lib.bench calibrate     # chapter 1 calibration: GPT layer times, gloo alpha/beta
+    python -m course_lib.bench ps            # chapter 2: parameter server vs ring all-reduce vs gossip
 
 Each prints a table; the tests check correctness, these check speed.
 """
@@ -93,6 +94,7 @@ def _table(rows: list[dict], fmt: dict[str, str]) -> str:
 FORWARDED = {
     "allocation": ("course_lib.allocation.bench", "chapter 1: solver time by size, greedy/RL gaps"),
     "calibrate": ("course_lib.allocation.calibrate", "chapter 1: GPT layer profile, gloo alpha/beta"),
+    "ps": ("course_lib.parameter_server", "chapter 2: bytes and time per step: PS, ring all-reduce, gossip"),
 }
 
 
