@@ -211,14 +211,33 @@ def _worker_main(job: _Job) -> None:
 _ctx: mp.context.BaseContext | None = None
 
 
+# torch._dynamo: every torch.optim step imports it (torch 2.13), which costs 1-4 s in each
+# fresh rank; imported once in the forkserver it costs nothing per launch.
+_PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed", "torch._dynamo"]
+_ctx_lock = threading.Lock()
+
+
 def _context() -> mp.context.BaseContext:
     """A forkserver that imports torch once, so that later launches fork a warm process."""
     global _ctx
-    if _ctx is None:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["course_lib.launcher", "course_lib.comm", "torch.distributed"])
-        _ctx = ctx
+    with _ctx_lock:
+        if _ctx is None:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(_PRELOAD)
+            _ctx = ctx
     return _ctx
+
+
+def warm_up() -> None:
+    """Start the forkserver now, in the background, so the first launch does not wait for its
+    imports. Called when this module is imported in a notebook kernel; safe to call again."""
+    from multiprocessing import forkserver
+
+    def start() -> None:
+        _context()
+        forkserver.ensure_running()  # spawns (exec) a fresh server; it imports _PRELOAD
+
+    threading.Thread(target=start, name="course-forkserver-warm-up", daemon=True).start()
 
 
 def default_threads(world_size: int) -> int:
@@ -459,3 +478,9 @@ def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
     time.sleep(0.3)  # let faulthandler write the stacks
     stuck = {r: _where(_read(os.path.join(run_dir, f"rank{r}.stack"))) for r in stuck_ranks}
     return DeadlockError(timeout, stuck, sorted(finished))
+
+
+# In a notebook kernel, warm the forkserver while the learner reads. Not in scripts, tests'
+# worker processes or the forkserver itself (none of them has ipykernel imported).
+if "ipykernel" in sys.modules and os.environ.get("COURSE_NO_WARM_UP") != "1":
+    warm_up()
