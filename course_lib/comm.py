@@ -167,9 +167,18 @@ def all_gather(tensor_list: list[torch.Tensor], tensor: torch.Tensor, group=None
     return dist.all_gather(tensor_list, tensor, group=group, async_op=async_op)
 
 
+def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
+    """``output = cat(input of rank 0, ..., input of rank p-1)``: torch 2.13's name for
+    ``all_gather_into_tensor``."""
+    _collective("all_gather_single", _nbytes(input))
+    return dist.all_gather_single(output, input, group=group, async_op=async_op)
+
+
 def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
+    """The pre-2.13 name of :func:`all_gather_single` (same operation, without torch's
+    deprecation warning printed by every rank)."""
     _collective("all_gather_into_tensor", _nbytes(input))
-    return dist.all_gather_into_tensor(output, input, group=group, async_op=async_op)
+    return dist.all_gather_single(output, input, group=group, async_op=async_op)
 
 
 def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst: int = 0,
@@ -192,10 +201,19 @@ def reduce_scatter(output: torch.Tensor, input_list: list[torch.Tensor], op=Redu
     return dist.reduce_scatter(output, input_list, op=op, group=group, async_op=async_op)
 
 
+def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp.SUM,
+                          group=None, async_op: bool = False):
+    """``output = chunk r of (sum over ranks of input)`` on rank r: torch 2.13's name for
+    ``reduce_scatter_tensor``. gloo runs it as a full all-reduce (twice a ring's traffic)."""
+    _collective("reduce_scatter_single", _nbytes(input))
+    return dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
+
+
 def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp.SUM,
                           group=None, async_op: bool = False):
+    """The pre-2.13 name of :func:`reduce_scatter_single` (same operation, no warning)."""
     _collective("reduce_scatter_tensor", _nbytes(input))
-    return dist.reduce_scatter_tensor(output, input, op=op, group=group, async_op=async_op)
+    return dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
 
 
 def all_to_all(output_tensor_list: list[torch.Tensor], input_tensor_list: list[torch.Tensor],
