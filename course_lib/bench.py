@@ -5,6 +5,7 @@
     python -m course_lib.bench allocation    # chapter 1 solvers: time by size, optimality gaps
     python -m course_lib.bench calibrate     # chapter 1 calibration: GPT layer times, gloo alpha/beta
     python -m course_lib.bench ps            # chapter 2: parameter server vs ring all-reduce vs gossip
+    python -m course_lib.bench collectives   # chapter 3: ring all-reduce / reduce-scatter vs gloo
     python -m course_lib.bench ddp           # chapter 4: course DDP vs torch DDP, overlap, ZeRO memory
 
 Each prints a table; the tests check correctness, these check speed.
@@ -95,6 +96,7 @@ def _table(rows: list[dict], fmt: dict[str, str]) -> str:
 FORWARDED = {
     "allocation": ("course_lib.allocation.bench", "chapter 1: solver time by size, greedy/RL gaps"),
     "calibrate": ("course_lib.allocation.calibrate", "chapter 1: GPT layer profile, gloo alpha/beta"),
+    "collectives": ("course_lib.collectives_bench", "chapter 3: course ring vs gloo, 16M float32, 2/4/8 ranks"),
     "ps": ("course_lib.parameter_server", "chapter 2: bytes and time per step: PS, ring all-reduce, gossip"),
     "ddp": ("course_lib.ddp_bench", "chapter 4: course DDP vs torch DDP step time, overlap gain, ZeRO memory"),
 }

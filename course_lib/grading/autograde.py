@@ -49,10 +49,10 @@ def _error_text(cell: Any, reply: dict | None) -> str | None:
     """None if the cell ran cleanly, else a one-line reason."""
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
-            return f"{out['ename']}: {out['evalue']}".splitlines()[0][:300]
+            return f"{out['ename']}: {out['evalue']}".splitlines()[0][:500]
     if reply is not None and reply.get("content", {}).get("status") == "error":
         c = reply["content"]
-        return f"{c.get('ename', 'Error')}: {c.get('evalue', '')}".splitlines()[0][:300]
+        return f"{c.get('ename', 'Error')}: {c.get('evalue', '')}".splitlines()[0][:500]
     return None
 
 

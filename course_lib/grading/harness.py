@@ -27,8 +27,9 @@ def run_learner(question: str, fn: Callable, world_size: int, inputs: list[Any],
         return list(launch(_call, world_size, fn, inputs, timeout=timeout))
     except DeadlockError as e:
         stuck = "; ".join(f"rank {r} {w}" for r, w in sorted(e.stuck.items()))
-        raise CheckFailed(question, f"with {world_size} ranks the run did not finish in {timeout:g} s "
-                          f"({stuck}). {deadlock_hint}") from None
+        # The advice first: graders' CSVs keep the first few hundred characters.
+        raise CheckFailed(question, f"with {world_size} ranks the run did not finish in {timeout:g} s. "
+                          f"{deadlock_hint} (Where each rank was stuck: {stuck}.)") from None
     except WorkerError as e:
         if e.exc_type == "NotImplementedError":
             raise CheckFailed(question, "not answered yet: replace `raise NotImplementedError()` "

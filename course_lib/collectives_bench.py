@@ -1,0 +1,145 @@
+"""Benchmark: the course's ring collectives against gloo's built-in ones, in the same run.
+
+    python -m course_lib.collectives_bench              # 16M float32 (64 MB), p = 2, 4, 8
+    python -m course_lib.collectives_bench --quick      # 1M float32, p = 2, 4: a few seconds
+
+For each p, one launch measures, alternating repetition by repetition so both see the same
+machine load: the course's :func:`ring_all_reduce` vs gloo's ``all_reduce``, and the course's
+:func:`ring_reduce_scatter` vs gloo's ``reduce_scatter_tensor`` (which gloo in torch 2.13
+implements as a full all-reduce plus a local slice: twice the traffic). A repetition's time is
+its slowest rank's; the table gives the median over repetitions, the ratio course / gloo
+(below 1: the course is faster) and the bytes rank 0 sent, against the formula.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+import torch
+
+from course_lib import comm
+from course_lib.collectives import PIECE_BYTES, WINDOW, ring_all_reduce, ring_bytes_sent, ring_reduce_scatter
+from course_lib.launcher import launch
+
+
+def _timed(fn) -> float:
+    comm.barrier()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def compare_with_gloo(rank: int, world_size: int, n: int, repeats: int, piece_bytes: int = PIECE_BYTES,
+                      window: int = WINDOW) -> dict:
+    """Worker: per-repetition times of course vs gloo all-reduce and reduce-scatter, and the bytes sent."""
+    warnings.filterwarnings("ignore", category=FutureWarning)  # reduce_scatter_tensor's rename notice
+    x = torch.randn(n, generator=torch.Generator().manual_seed(rank))
+    chunk = n // world_size
+    out = torch.empty(chunk)
+    kw = dict(piece_bytes=piece_bytes, window=window)
+    times: dict[str, list[float]] = {k: [] for k in ("ring_ar", "gloo_ar", "ring_rs", "gloo_rs")}
+    sent: dict[str, int] = {}
+    for i in range(repeats + 1):  # repetition 0 warms up (first-touch pages, gloo buffers)
+        a, b = x.clone(), x.clone()
+        comm.reset_stats()
+        jobs = [("ring_ar", lambda: ring_all_reduce(a, **kw)), ("gloo_ar", lambda: comm.all_reduce(b))]
+        for name, fn in (jobs if i % 2 else jobs[::-1]):
+            times[name].append(_timed(fn))
+        if i == 0:
+            sent["ring_ar"] = comm.get_stats().sent_bytes
+            if not torch.allclose(a, b, rtol=1e-4, atol=1e-3 * world_size):
+                raise AssertionError(f"rank {rank}: ring all-reduce differs from gloo's by {(a - b).abs().max():.3g}")
+        a = x.clone()
+        comm.reset_stats()
+        got: list[torch.Tensor] = []
+        jobs = [("ring_rs", lambda: got.append(ring_reduce_scatter(a, **kw))),
+                ("gloo_rs", lambda: comm.reduce_scatter_tensor(out, x))]
+        for name, fn in (jobs if i % 2 else jobs[::-1]):
+            times[name].append(_timed(fn))
+        if i == 0:
+            sent["ring_rs"] = comm.get_stats().sent_bytes
+            if not torch.allclose(got[0], out, rtol=1e-4, atol=1e-3 * world_size):
+                raise AssertionError(f"rank {rank}: ring reduce-scatter differs from gloo's")
+    return {"times": {k: v[1:] for k, v in times.items()}, "sent": sent}
+
+
+def run(sizes: list[int], ranks: list[int], repeats: int, piece_bytes: int = PIECE_BYTES,
+        window: int = WINDOW, timeout: float = 600) -> list[dict]:
+    """One row per (op, n, p): median of the slowest rank's time, course and gloo, and bytes."""
+    rows = []
+    for n in sizes:
+        for p in ranks:
+            if n % p:
+                raise ValueError(f"n={n} is not divisible by p={p}: gloo's reduce_scatter_tensor needs equal chunks")
+            res = launch(compare_with_gloo, p, n, repeats, piece_bytes, window, timeout=timeout)
+            med = {k: statistics.median(max(r["times"][k][i] for r in res) for i in range(repeats))
+                   for k in res[0]["times"]}
+            for op, kind in (("all_reduce", "all_reduce"), ("reduce_scatter", "reduce_scatter")):
+                key = "ar" if op == "all_reduce" else "rs"
+                rows.append(dict(op=op, n=n, p=p, mb=n * 4 / 1e6, course_ms=1e3 * med[f"ring_{key}"],
+                                 gloo_ms=1e3 * med[f"gloo_{key}"], ratio=med[f"ring_{key}"] / med[f"gloo_{key}"],
+                                 sent=res[0]["sent"][f"ring_{key}"], formula=ring_bytes_sent(n, p, 0, 4, kind)))
+    return rows
+
+
+def time_algorithms(rank: int, world_size: int, sizes: list[int], repeats: int) -> dict[str, list[list[float]]]:
+    """Worker: seconds of each all-reduce (course algorithms and gloo's) per size and repetition."""
+    from course_lib.collectives import ALL_REDUCE
+
+    algos = dict(ALL_REDUCE, gloo=lambda t: comm.all_reduce(t))
+    out: dict[str, list[list[float]]] = {name: [] for name in algos}
+    for n in sizes:
+        x = torch.randn(max(1, n // 4), generator=torch.Generator().manual_seed(rank))
+        for name, fn in algos.items():
+            runs = []
+            for i in range(repeats + 1):  # the first run warms up
+                y = x.clone()
+                t = _timed(lambda: fn(y))
+                if i:
+                    runs.append(t)
+            out[name].append(runs)
+    return out
+
+
+def measure_algorithms(p: int, sizes: list[int], repeats: int = 3, timeout: float = 120) -> dict[str, list[float]]:
+    """Median over repetitions of the slowest rank's time, per algorithm and message size (bytes)."""
+    res = launch(time_algorithms, p, sizes, repeats, timeout=timeout)
+    return {name: [statistics.median(max(r[name][k][i] for r in res) for i in range(repeats))
+                   for k in range(len(sizes))] for name in res[0]}
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'op':<15}{'MB':>7}{'p':>3}{'course ms':>11}{'gloo ms':>10}{'ratio':>7}{'sent/rank B':>13}{'formula B':>12}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['op']:<15}{r['mb']:>7.1f}{r['p']:>3}{r['course_ms']:>11.1f}{r['gloo_ms']:>10.1f}"
+                     f"{r['ratio']:>7.2f}{r['sent']:>13}{r['formula']:>12}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1M float32 at p = 2, 4, 3 repetitions")
+    ap.add_argument("--elements", type=int, nargs="+", default=None, help="float32 elements (default 16M)")
+    ap.add_argument("--ranks", type=int, nargs="+", default=None, help="world sizes (default 2 4 8)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repetitions per p (default 9)")
+    ap.add_argument("--piece-bytes", type=int, default=PIECE_BYTES, help="ring piece size in bytes (default 1 MiB)")
+    ap.add_argument("--window", type=int, default=WINDOW, help="receives posted ahead (default 2)")
+    a = ap.parse_args(argv)
+    sizes = a.elements or ([1 << 20] if a.quick else [1 << 24])
+    ranks = a.ranks or ([2, 4] if a.quick else [2, 4, 8])
+    repeats = a.repeats or (3 if a.quick else 9)
+    rows = run(sizes, ranks, repeats, a.piece_bytes, a.window)
+    load = os.getloadavg()
+    print(format_table(rows))
+    print(f"ratio = course / gloo, median of {repeats} alternating repetitions, one thread per rank; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    print("gloo's reduce_scatter_tensor is an all-reduce plus a slice: it moves 2(p-1)/p n per rank, "
+          "the ring (p-1)/p n")
+
+
+if __name__ == "__main__":
+    main()
