@@ -196,9 +196,10 @@ def _gone(pids: list[int], within: float) -> bool:
 def test_interrupt_ends_workers(tmp_path):
     """Ctrl-C / 'Interrupt kernel' raises KeyboardInterrupt in the parent: the workers go too."""
     p, pids = _run_and_stop(tmp_path, signal.SIGINT)
-    _, err = p.communicate(timeout=20)
+    assert _gone(pids, 15)  # the workers go at once...
+    # ...while the interpreter's own exit (torch teardown) can take many seconds on a loaded CI box
+    _, err = p.communicate(timeout=90)
     assert "KeyboardInterrupt" in err and "ended all 3 workers" in err
-    assert _gone(pids, 5)
 
 
 def test_killed_parent_takes_workers_with_it(tmp_path):
