@@ -295,11 +295,19 @@ def _start(procs: list) -> None:
     """
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
+    # Hold Ctrl-C back while starting: a KeyboardInterrupt inside Process.start() can leave a
+    # worker that exists but is not yet registered (p._popen unset), so nobody would end it.
+    # A Ctrl-C pressed meanwhile is delivered right after, when every worker can be ended.
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         for p in procs:
             p.start()
     finally:
         sys.modules["__main__"] = main
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _end(procs: list) -> None:
