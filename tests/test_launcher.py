@@ -174,7 +174,10 @@ SCRIPT = textwrap.dedent(
 def _run_and_stop(tmp_path, sig) -> tuple[subprocess.Popen, list[int]]:
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)
-    p = subprocess.Popen([PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Restore Ctrl-C's default action in the child: a shell starting `./course test &` in the
+    # background hands every child an *ignored* SIGINT (and Python then installs no handler).
+    p = subprocess.Popen([PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 30
     while len(list(tmp_path.glob("pid*"))) < 3 and time.time() < deadline:
         time.sleep(0.1)
