@@ -43,12 +43,18 @@ import torch.distributed as dist
 
 from course_lib import comm
 
-# 1 MiB pieces (gloo's own segment size) with 2 receives posted ahead. Measured on the 2-core
-# reference machine with 2, 4 and 8 ranks, 64 MB: windows of 4..16 and pieces under 512 KiB were
-# 10-60 % slower (each piece costs a wake-up of a rank that shares its core); pieces of 2..4 MiB
-# and window 1 were within the run-to-run noise (+-15 % with other jobs running).
-PIECE_BYTES = 1 << 20
+# Pieces of 1/8 of a chunk, clamped to 1..4 MiB, with 2 receives posted ahead. Measured on the
+# 2-core reference machine, 64 MB: windows of 4..16 and pieces under 512 KiB were 10-60 % slower
+# (each piece costs a wake-up of a rank that shares its core); at p = 2 (32 MB chunks) 4 MiB
+# pieces beat 1 MiB ones (0.92-0.97x gloo against 1.10-1.17x), at p = 4..8 (16..8 MB chunks)
+# 1..2 MiB were best. PIECE_BYTES = None picks that rule; pass an int to override it.
+PIECE_BYTES: int | None = None
 WINDOW = 2
+
+
+def auto_piece_bytes(chunk_bytes: int) -> int:
+    """The default piece size: chunk / 8, clamped to [1 MiB, 4 MiB] (see the measurements above)."""
+    return min(4 << 20, max(1 << 20, chunk_bytes // 8))
 MIN_SPLIT_BYTES = 64 << 10  # below this, a piece's latency outweighs the overlap it buys
 
 
@@ -129,15 +135,16 @@ def _flat(x: torch.Tensor, fn: str, op: str) -> torch.Tensor:
     return x.view(-1)
 
 
-def _check_tuning(piece_bytes: int, window: int) -> None:
-    if not isinstance(piece_bytes, int) or piece_bytes < 1:
+def _check_tuning(piece_bytes: int | None, window: int) -> None:
+    if piece_bytes is not None and (not isinstance(piece_bytes, int) or piece_bytes < 1):
         raise ValueError(f"piece_bytes must be a positive int (bytes per message), got {piece_bytes!r}")
     if not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1 (receives posted ahead), got {window!r}")
 
 
 # ----------------------------------------------------------------------------- the ring engine
-def _ring(flat: torch.Tensor, g: _Group, steps: list[str], average: bool, piece_bytes: int, window: int) -> None:
+def _ring(flat: torch.Tensor, g: _Group, steps: list[str], average: bool, piece_bytes: int | None,
+          window: int) -> None:
     """Run ring steps (each 'rs' or 'ag') on ``flat``, pipelined piece by piece.
 
     Message (t, k) is piece k of the chunk sent in step t. The piece a rank receives in step t
@@ -150,6 +157,7 @@ def _ring(flat: torch.Tensor, g: _Group, steps: list[str], average: bool, piece_
     b = chunk_bounds(flat.numel(), p)
     # The same number of pieces m for every chunk, so both ends of a link agree on every size.
     chunk_bytes = (b[1] - b[0]) * flat.element_size()
+    piece_bytes = piece_bytes or auto_piece_bytes(chunk_bytes)
     # At least 2 pieces per chunk (as gloo does) once a chunk is worth splitting: with one piece
     # per chunk nothing overlaps.
     m = max(2 if chunk_bytes >= 2 * MIN_SPLIT_BYTES else 1, math.ceil(chunk_bytes / piece_bytes))
@@ -196,7 +204,7 @@ def _ring(flat: torch.Tensor, g: _Group, steps: list[str], average: bool, piece_
         work.wait()
 
 
-def ring_all_reduce(x: torch.Tensor, op="sum", group=None, *, piece_bytes: int = PIECE_BYTES,
+def ring_all_reduce(x: torch.Tensor, op="sum", group=None, *, piece_bytes: int | None = PIECE_BYTES,
                     window: int = WINDOW) -> torch.Tensor:
     """In place: ``x <- sum_j x_j`` (or the mean) on every rank, by a pipelined ring.
 
@@ -214,7 +222,7 @@ def ring_all_reduce(x: torch.Tensor, op="sum", group=None, *, piece_bytes: int =
     return x
 
 
-def ring_reduce_scatter(x: torch.Tensor, op="sum", group=None, *, piece_bytes: int = PIECE_BYTES,
+def ring_reduce_scatter(x: torch.Tensor, op="sum", group=None, *, piece_bytes: int | None = PIECE_BYTES,
                         window: int = WINDOW) -> torch.Tensor:
     """Ring reduce-scatter; returns the view of chunk ``rank`` of ``x``, now ``sum_j`` (chunk ``rank`` of x_j).
 
@@ -232,7 +240,7 @@ def ring_reduce_scatter(x: torch.Tensor, op="sum", group=None, *, piece_bytes: i
     return flat[b[g.rank]: b[g.rank + 1]]
 
 
-def ring_all_gather(x: torch.Tensor, group=None, *, piece_bytes: int = PIECE_BYTES,
+def ring_all_gather(x: torch.Tensor, group=None, *, piece_bytes: int | None = PIECE_BYTES,
                     window: int = WINDOW) -> torch.Tensor:
     """Ring all-gather in place: chunk ``rank`` of ``x`` is this rank's input; fills in every other chunk.
 

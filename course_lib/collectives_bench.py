@@ -32,7 +32,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def compare_with_gloo(rank: int, world_size: int, n: int, repeats: int, piece_bytes: int = PIECE_BYTES,
+def compare_with_gloo(rank: int, world_size: int, n: int, repeats: int, piece_bytes: int | None = PIECE_BYTES,
                       window: int = WINDOW) -> dict:
     """Worker: per-repetition times of course vs gloo all-reduce and reduce-scatter, and the bytes sent."""
     warnings.filterwarnings("ignore", category=FutureWarning)  # reduce_scatter_tensor's rename notice
@@ -66,7 +66,7 @@ def compare_with_gloo(rank: int, world_size: int, n: int, repeats: int, piece_by
     return {"times": {k: v[1:] for k, v in times.items()}, "sent": sent}
 
 
-def run(sizes: list[int], ranks: list[int], repeats: int, piece_bytes: int = PIECE_BYTES,
+def run(sizes: list[int], ranks: list[int], repeats: int, piece_bytes: int | None = PIECE_BYTES,
         window: int = WINDOW, timeout: float = 600) -> list[dict]:
     """One row per (op, n, p): median of the slowest rank's time, course and gloo, and bytes."""
     rows = []
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--elements", type=int, nargs="+", default=None, help="float32 elements (default 16M)")
     ap.add_argument("--ranks", type=int, nargs="+", default=None, help="world sizes (default 2 4 8)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repetitions per p (default 9)")
-    ap.add_argument("--piece-bytes", type=int, default=PIECE_BYTES, help="ring piece size in bytes (default 1 MiB)")
+    ap.add_argument("--piece-bytes", type=int, default=PIECE_BYTES,
+                    help="ring piece size in bytes (default: chunk / 8, clamped to 1..4 MiB)")
     ap.add_argument("--window", type=int, default=WINDOW, help="receives posted ahead (default 2)")
     a = ap.parse_args(argv)
     sizes = a.elements or ([1 << 20] if a.quick else [1 << 24])
