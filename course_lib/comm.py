@@ -232,11 +232,20 @@ def new_group(ranks: list[int] | None = None):
     return dist.new_group(ranks)
 
 
+def _require_process_group(what: str) -> None:
+    if not dist.is_initialized():
+        raise RuntimeError(f"{what}: torch.distributed is not initialised in this process. Call it "
+                           "inside a function run by course_lib.launcher.launch(fn, world_size) (or "
+                           "under torchrun), on every rank, not in the notebook's own process.")
+
+
 def get_rank(group=None) -> int:
+    _require_process_group("comm.get_rank")
     return dist.get_rank(group)
 
 
 def get_world_size(group=None) -> int:
+    _require_process_group("comm.get_world_size")
     return dist.get_world_size(group)
 
 
