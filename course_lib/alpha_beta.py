@@ -104,7 +104,7 @@ def fit_alpha_beta(nbytes, seconds) -> AlphaBeta:
     if len(np.unique(n)) < 2:
         raise ValueError("need at least two different message sizes to separate alpha from beta")
     if np.any(t <= 0) or np.any(n < 0) or not np.all(np.isfinite(t)):
-        raise ValueError("times must be positive and finite, sizes non-negative")
+        raise ValueError("times must be positive (every measured time > 0 seconds) and finite, sizes non-negative")
     w = 1.0 / t
     a = np.stack([w, n * w], axis=1)
     (alpha, beta), *_ = np.linalg.lstsq(a, np.ones_like(t), rcond=None)

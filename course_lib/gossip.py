@@ -23,6 +23,7 @@ import math
 import torch
 
 from course_lib import comm
+from course_lib.collectives import ring_all_reduce
 
 
 # ----------------------------------------------------------------------------- mixing matrices
@@ -88,26 +89,12 @@ def gossip_mix(x: torch.Tensor, W: torch.Tensor, rank: int) -> torch.Tensor:
 
 
 def ring_all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Bandwidth-optimal ring all-reduce (Patarasuk & Yuan 2009), then ``/ p``; returns the mean.
+    """The mean of ``x`` over ranks by chapter 3's bandwidth-optimal ring
+    (:func:`course_lib.collectives.ring_all_reduce`, Patarasuk & Yuan 2009), on a copy.
 
-    Reduce-scatter (p-1 steps) then all-gather (p-1 steps) on p chunks: each rank sends
-    ``2 (p-1)/p`` of the vector, counted exactly by comm's point-to-point counters.
+    Each rank sends ``2 (p-1)/p`` of the vector, counted exactly by comm's point-to-point counters.
     """
-    p, r = comm.get_world_size(), comm.get_rank()
-    if p == 1:
-        return x.clone()
-    chunks = list(torch.tensor_split(x.clone(), p))
-    right, left = (r + 1) % p, (r - 1) % p
-    for phase in range(2):  # 0: reduce-scatter, 1: all-gather
-        for step in range(p - 1):
-            send_i = (r - step + (1 if phase else 0)) % p
-            recv_i = (r - step - 1 + (1 if phase else 0)) % p
-            buf = torch.empty_like(chunks[recv_i])
-            reqs = [comm.isend(chunks[send_i].contiguous(), right), comm.irecv(buf, left)]
-            for q in reqs:
-                q.wait()
-            chunks[recv_i] = chunks[recv_i] + buf if phase == 0 else buf
-    return torch.cat(chunks) / p
+    return ring_all_reduce(x.clone(), op="avg")
 
 
 def consensus_distance(xs: torch.Tensor | list[torch.Tensor]) -> float:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import torch
 import torch.nn as nn
@@ -44,10 +43,6 @@ from course_lib import comm
 from course_lib.ddp import broadcast_parameters
 from course_lib.model import GPT
 
-# torch 2.13 renamed these two collectives; the course keeps torch.distributed's long-standing
-# names (comm.reduce_scatter_tensor / all_gather_into_tensor), so silence the rename notice.
-warnings.filterwarnings("ignore", message=r".*(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",
-                        category=FutureWarning)
 
 STAGES = (0, 1, 2, 3)
 

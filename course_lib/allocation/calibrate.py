@@ -8,7 +8,8 @@ Two measurements feed the cost model of `cost.py`:
   a_j, measured as the bytes autograd saves for the backward pass
   (`torch.autograd.graph.saved_tensors_hooks`), and the bytes crossing a cut after it;
 * the point-to-point link between two gloo ranks: a ping-pong over message sizes b,
-  fitted by least squares to t(b) = alpha + b / B (Hockney 1994, the alpha-beta model).
+  fitted to t(b) = alpha + b / B (Hockney 1994, the alpha-beta model), with chapter 3's
+  `course_lib.alpha_beta`.
 
 Work is counted analytically, the usual way (Kaplan et al. 2020, "Scaling Laws for Neural
 Language Models", sec. 2.1): a Linear layer of in x out weights costs 2 * in * out FLOP per
@@ -28,8 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from course_lib import comm
-from course_lib.launcher import launch
+from course_lib import alpha_beta
 from course_lib.model import GPT
 
 from .problem import Device, Links, Module, Problem
@@ -130,48 +130,18 @@ def profile_gpt(model: GPT, batch_size: int = 8, repeats: int = 5, seed: int = 0
     return out
 
 
-def _ping_pong(rank: int, world_size: int, sizes: list[int], repeats: int) -> list[float]:
-    """Rank 0 sends b bytes to rank 1, which sends them back; one-way time = round trip / 2."""
-    torch.manual_seed(0)
-    result = []
-    for nbytes in sizes:
-        buf = torch.zeros(max(1, nbytes // 4))
-        times = []
-        for _ in range(repeats + 1):
-            comm.barrier()
-            t0 = time.perf_counter()
-            if rank == 0:
-                comm.send(buf, 1)
-                comm.recv(buf, 1)
-            elif rank == 1:
-                comm.recv(buf, 0)
-                comm.send(buf, 0)
-            times.append((time.perf_counter() - t0) / 2)
-        result.append(statistics.median(times[1:]))
-    return result
-
-
 def fit_alpha_beta(sizes: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
-    """Least-squares fit of t(b) = alpha + b * beta; returns (alpha [s], beta [s/byte]).
-
-    Relative errors are what matter across sizes spanning decades, so each point is
-    weighted by 1 / t: we minimise sum_i ((alpha + b_i beta - t_i) / t_i)^2.
-    """
-    b, t = np.asarray(sizes, float), np.asarray(seconds, float)
-    if b.shape != t.shape or b.ndim != 1 or len(b) < 2:
-        raise ValueError(f"need two 1-D arrays of the same length >= 2, got shapes {b.shape}, {t.shape}")
-    if np.any(t <= 0):
-        raise ValueError("every measured time must be > 0 seconds")
-    A = np.stack([np.ones_like(b), b], axis=1) / t[:, None]
-    (alpha, beta), *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
-    return float(max(alpha, 0.0)), float(max(beta, 1e-30))
+    """(alpha [s], beta [s/byte]) of chapter 3's relative least-squares fit
+    (:func:`course_lib.alpha_beta.fit_alpha_beta`), as the plain numbers `Links` takes."""
+    model = alpha_beta.fit_alpha_beta(sizes, seconds)
+    return model.alpha, model.beta
 
 
 def measure_link(sizes: list[int] | None = None, repeats: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Ping-pong between two gloo ranks on this machine: (sizes [bytes], one-way seconds)."""
-    sizes = sizes or [4 * 4 ** i for i in range(11)]  # 4 B .. 4 MiB
-    res = launch(_ping_pong, 2, sizes, repeats)
-    return np.array(sizes, float), np.array(res[0])
+    """Ping-pong between two gloo ranks on this machine (:func:`course_lib.alpha_beta.ping_pong`):
+    (sizes [bytes], one-way seconds)."""
+    sizes, seconds = alpha_beta.measure_point_to_point(sizes or [4 * 4 ** i for i in range(11)], repeats)
+    return np.array(sizes, float), np.array(seconds, float)
 
 
 def gpt_problem(profile: list[LayerProfile], devices: list[Device], alpha: float, bandwidth: float,
