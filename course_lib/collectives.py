@@ -43,19 +43,35 @@ import torch.distributed as dist
 
 from course_lib import comm
 
-# Pieces of 1/8 of a chunk, clamped to 1..4 MiB, with 2 receives posted ahead. Measured on the
-# 2-core reference machine, 64 MB: windows of 4..16 and pieces under 512 KiB were 10-60 % slower
-# (each piece costs a wake-up of a rank that shares its core); at p = 2 (32 MB chunks) 4 MiB
-# pieces beat 1 MiB ones (0.92-0.97x gloo against 1.10-1.17x), at p = 4..8 (16..8 MB chunks)
-# 1..2 MiB were best. PIECE_BYTES = None picks that rule; pass an int to override it.
+# Pieces of half a chunk, clamped to 1..4 MiB, with 2 receives posted ahead: gloo's own ring
+# uses two segments per chunk, and on the 2-core reference machine (64 MB, 8 ranks sharing the
+# cores) 4 MiB pieces ran at 0.92-1.00x gloo's time where 1 MiB pieces ran at 1.07-1.20x: each
+# piece costs a notify-and-wake round trip between ranks that share a core. Windows of 4..16
+# and pieces under 512 KiB were 10-50 % slower. PIECE_BYTES = None picks this rule; pass an
+# int to override it.
 PIECE_BYTES: int | None = None
 WINDOW = 2
 
 
 def auto_piece_bytes(chunk_bytes: int) -> int:
-    """The default piece size: chunk / 8, clamped to [1 MiB, 4 MiB] (see the measurements above)."""
-    return min(4 << 20, max(1 << 20, chunk_bytes // 8))
+    """The default piece size: chunk / 2, clamped to [1 MiB, 4 MiB] (see the measurements above)."""
+    return min(4 << 20, max(1 << 20, chunk_bytes // 2))
+
+
 MIN_SPLIT_BYTES = 64 << 10  # below this, a piece's latency outweighs the overlap it buys
+
+# Receive buffers are kept from call to call: a fresh 4 MiB buffer costs ~1.6 ms of page faults
+# when first touched (8 ranks x 2 buffers: ~5 % of a 64 MB all-reduce on 2 cores), a reused one
+# nothing. NCCL keeps its buffers the same way. One caller at a time per process.
+_workspace: dict[tuple[torch.dtype, int], list[torch.Tensor]] = {}
+
+
+def _scratch(numel: int, dtype: torch.dtype, count: int) -> list[torch.Tensor]:
+    """``count`` receive buffers of at least ``numel`` elements, reused between calls."""
+    bufs = _workspace.get((dtype, count))
+    if bufs is None or (count and bufs[0].numel() < numel):
+        bufs = _workspace[(dtype, count)] = [torch.empty(numel, dtype=dtype) for _ in range(count)]
+    return bufs
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -173,7 +189,7 @@ def _ring(flat: torch.Tensor, g: _Group, steps: list[str], average: bool, piece_
     recv_chunk = [sent_chunk(t, r - 1) for t in range(len(steps))]
     msgs = [(t, k) for t in range(len(steps)) for k in range(m) if piece(recv_chunk[t], k).numel()]
     ahead = min(window, len(msgs))  # receives posted ahead; each has its own scratch buffer
-    scratch = [torch.empty(piece(0, 0).numel(), dtype=flat.dtype) for _ in range(ahead)]
+    scratch = _scratch(piece(0, 0).numel(), flat.dtype, ahead)  # piece (0, 0) is the largest
     last_rs = max((t for t, u in enumerate(steps) if u == "rs"), default=-1)
 
     def post(i: int):

@@ -3,12 +3,13 @@
     python -m course_lib.collectives_bench              # 16M float32 (64 MB), p = 2, 4, 8
     python -m course_lib.collectives_bench --quick      # 1M float32, p = 2, 4: a few seconds
 
-For each p, one launch measures, alternating repetition by repetition so both see the same
-machine load: the course's :func:`ring_all_reduce` vs gloo's ``all_reduce``, and the course's
+For each p, three fresh launches each measure, alternating repetition by repetition so both
+see the same machine load: the course's :func:`ring_all_reduce` vs gloo's ``all_reduce``, and the course's
 :func:`ring_reduce_scatter` vs gloo's ``reduce_scatter_tensor`` (which gloo in torch 2.13
 implements as a full all-reduce plus a local slice: twice the traffic). A repetition's time is
-its slowest rank's; the table gives the median over repetitions, the ratio course / gloo
-(below 1: the course is faster) and the bytes rank 0 sent, against the formula.
+its slowest rank's; the table gives the median over all repetitions, the ratio course / gloo
+(the median of the per-repetition ratios, with its quartiles; below 1: the course is faster)
+and the bytes rank 0 sent, against the formula.
 """
 from __future__ import annotations
 
@@ -67,22 +68,41 @@ def compare_with_gloo(rank: int, world_size: int, n: int, repeats: int, piece_by
 
 
 def run(sizes: list[int], ranks: list[int], repeats: int, piece_bytes: int | None = PIECE_BYTES,
-        window: int = WINDOW, timeout: float = 600) -> list[dict]:
-    """One row per (op, n, p): median of the slowest rank's time, course and gloo, and bytes."""
+        window: int = WINDOW, timeout: float = 600, launches: int = 1) -> list[dict]:
+    """One row per (op, n, p): median of the slowest rank's time, course and gloo, and bytes.
+
+    ``ratio`` is the median over all repetitions of all ``launches`` of the per-repetition ratio
+    course / gloo (the two ran back to back, so load drift cancels); ``q1``/``q3`` are its
+    quartiles. Separate launches matter on a shared machine: gloo's time moves by up to 25 %
+    from one launch to the next (where the ranks' threads land), the course's much less.
+    """
+    if not isinstance(launches, int) or launches < 1:
+        raise ValueError(f"launches must be an int >= 1, got {launches!r}")
     rows = []
     for n in sizes:
         for p in ranks:
             if n % p:
                 raise ValueError(f"n={n} is not divisible by p={p}: gloo's reduce_scatter_tensor needs equal chunks")
-            res = launch(compare_with_gloo, p, n, repeats, piece_bytes, window, timeout=timeout)
-            med = {k: statistics.median(max(r["times"][k][i] for r in res) for i in range(repeats))
-                   for k in res[0]["times"]}
-            for op, kind in (("all_reduce", "all_reduce"), ("reduce_scatter", "reduce_scatter")):
+            slowest: dict[str, list[float]] = {}
+            for _ in range(launches):
+                res = launch(compare_with_gloo, p, n, repeats, piece_bytes, window, timeout=timeout)
+                for k in res[0]["times"]:
+                    slowest.setdefault(k, []).extend(max(r["times"][k][i] for r in res) for i in range(repeats))
+            for op in ("all_reduce", "reduce_scatter"):
                 key = "ar" if op == "all_reduce" else "rs"
-                rows.append(dict(op=op, n=n, p=p, mb=n * 4 / 1e6, course_ms=1e3 * med[f"ring_{key}"],
-                                 gloo_ms=1e3 * med[f"gloo_{key}"], ratio=med[f"ring_{key}"] / med[f"gloo_{key}"],
-                                 sent=res[0]["sent"][f"ring_{key}"], formula=ring_bytes_sent(n, p, 0, 4, kind)))
+                course, gloo = slowest[f"ring_{key}"], slowest[f"gloo_{key}"]
+                q1, ratio, q3 = _quartiles([c / g for c, g in zip(course, gloo)])
+                rows.append(dict(op=op, n=n, p=p, mb=n * 4 / 1e6, course_ms=1e3 * statistics.median(course),
+                                 gloo_ms=1e3 * statistics.median(gloo), ratio=ratio, q1=q1, q3=q3,
+                                 sent=res[0]["sent"][f"ring_{key}"], formula=ring_bytes_sent(n, p, 0, 4, op)))
     return rows
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4)
+    return q[0], statistics.median(xs), q[2]
 
 
 def time_algorithms(rank: int, world_size: int, sizes: list[int], repeats: int) -> dict[str, list[list[float]]]:
@@ -112,11 +132,13 @@ def measure_algorithms(p: int, sizes: list[int], repeats: int = 3, timeout: floa
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'op':<15}{'MB':>7}{'p':>3}{'course ms':>11}{'gloo ms':>10}{'ratio':>7}{'sent/rank B':>13}{'formula B':>12}"
+    head = (f"{'op':<15}{'MB':>7}{'p':>3}{'course ms':>11}{'gloo ms':>10}{'ratio':>7}{'(q1-q3)':>12}"
+            f"{'sent/rank B':>13}{'formula B':>12}")
     lines = [head, "-" * len(head)]
     for r in rows:
+        spread = f"{r['q1']:.2f}-{r['q3']:.2f}"
         lines.append(f"{r['op']:<15}{r['mb']:>7.1f}{r['p']:>3}{r['course_ms']:>11.1f}{r['gloo_ms']:>10.1f}"
-                     f"{r['ratio']:>7.2f}{r['sent']:>13}{r['formula']:>12}")
+                     f"{r['ratio']:>7.2f}{spread:>12}{r['sent']:>13}{r['formula']:>12}")
     return "\n".join(lines)
 
 
@@ -125,18 +147,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="1M float32 at p = 2, 4, 3 repetitions")
     ap.add_argument("--elements", type=int, nargs="+", default=None, help="float32 elements (default 16M)")
     ap.add_argument("--ranks", type=int, nargs="+", default=None, help="world sizes (default 2 4 8)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repetitions per p (default 9)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repetitions per launch (default 7)")
+    ap.add_argument("--launches", type=int, default=None, help="fresh launches per p, pooled (default 3)")
     ap.add_argument("--piece-bytes", type=int, default=PIECE_BYTES,
-                    help="ring piece size in bytes (default: chunk / 8, clamped to 1..4 MiB)")
+                    help="ring piece size in bytes (default: chunk / 2, clamped to 1..4 MiB)")
     ap.add_argument("--window", type=int, default=WINDOW, help="receives posted ahead (default 2)")
     a = ap.parse_args(argv)
     sizes = a.elements or ([1 << 20] if a.quick else [1 << 24])
     ranks = a.ranks or ([2, 4] if a.quick else [2, 4, 8])
-    repeats = a.repeats or (3 if a.quick else 9)
-    rows = run(sizes, ranks, repeats, a.piece_bytes, a.window)
+    repeats = a.repeats or (3 if a.quick else 7)
+    launches = a.launches or (1 if a.quick else 3)
+    rows = run(sizes, ranks, repeats, a.piece_bytes, a.window, launches=launches)
     load = os.getloadavg()
     print(format_table(rows))
-    print(f"ratio = course / gloo, median of {repeats} alternating repetitions, one thread per rank; "
+    print(f"ratio = course / gloo: median (quartiles) over {launches} launches x {repeats} paired, alternating "
+          f"repetitions; one thread per rank; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     print("gloo's reduce_scatter_tensor is an all-reduce plus a slice: it moves 2(p-1)/p n per rank, "
           "the ring (p-1)/p n")
