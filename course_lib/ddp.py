@@ -203,6 +203,31 @@ class DataParallel(nn.Module):
         self.timeline.wait_end = time.perf_counter()
 
 
+# No annotations on the hook: torch's DDP checks that ``bucket`` is annotated as exactly
+# dist.GradBucket, and this file's ``from __future__ import annotations`` makes them strings.
+def ring_allreduce_hook(state, bucket):
+    """A comm hook for PyTorch's own DDP that averages each bucket with the course's ring:
+    ``g <- (1/p) sum_r g_r`` by :func:`course_lib.collectives.ring_all_reduce`, op="avg".
+
+    ``ddp.register_comm_hook(state, ring_allreduce_hook)`` swaps DDP's gloo all-reduce for
+    chapter 3's ring, so torch's bucketing and autograd plumbing run on our collective (the
+    hook API: Li et al. 2020; ``torch.distributed.algorithms.ddp_comm_hooks``). ``state``: a
+    list that records each bucket's element count (so the bytes can be checked), or None;
+    ``bucket``: a ``torch.distributed.GradBucket``. Returns a completed ``Future[Tensor]``.
+    The ring runs synchronously inside the hook, so this hook gives up overlap; that is the
+    price of writing it in Python on blocking waits.
+    """
+    from course_lib.collectives import ring_all_reduce
+
+    buf = bucket.buffer()
+    if state is not None:
+        state.append(buf.numel())
+    ring_all_reduce(buf, op="avg")
+    fut: torch.futures.Future = torch.futures.Future()
+    fut.set_result(buf)
+    return fut
+
+
 # ---------------------------------------------------------------------------------- helpers
 def flat_params(module: nn.Module) -> torch.Tensor:
     """All parameters as one vector (ties counted once), for allclose comparisons."""
@@ -255,16 +280,18 @@ def train_data_parallel(rank: int, world_size: int, config: GPTConfig, steps: in
     """One rank of data-parallel training on its ``batch_size / world_size`` rows of each
     global batch (drawn exactly as :func:`train_single` draws them).
 
-    ``impl``: ``"course"`` (:class:`DataParallel`) or ``"torch"``
-    (``torch.nn.parallel.DistributedDataParallel`` with the same bucket cap). The model is
+    ``impl``: ``"course"`` (:class:`DataParallel`), ``"torch"``
+    (``torch.nn.parallel.DistributedDataParallel`` with the same bucket cap) or
+    ``"torch+ring"`` (torch's DDP with :func:`ring_allreduce_hook`). The model is
     built with seed ``seed + rank`` on purpose: the initial broadcast must make the replicas equal.
     ``micro_batches`` > 1 accumulates gradients, communicating only on the last micro-batch.
     Returns final params, this rank's per-step losses (their mean over ranks is the
     full-batch loss), step times (after ``warmup`` untimed steps), the last step's
-    :class:`StepTimeline` and this rank's comm counters of the timed steps.
+    :class:`StepTimeline`, this rank's comm counters of the timed steps and, for
+    ``"torch+ring"``, the element count of each bucket the hook averaged in those steps.
     """
-    if impl not in ("course", "torch"):
-        raise ValueError(f"impl must be 'course' or 'torch', got {impl!r}")
+    if impl not in ("course", "torch", "torch+ring"):
+        raise ValueError(f"impl must be 'course', 'torch' or 'torch+ring', got {impl!r}")
     local = batch_size // world_size
     if batch_size % world_size or local % micro_batches:
         raise ValueError(f"batch_size={batch_size} must split into world_size={world_size} ranks x "
@@ -276,12 +303,16 @@ def train_data_parallel(rank: int, world_size: int, config: GPTConfig, steps: in
         ddp: nn.Module = DataParallel(model, bucket_cap_bytes, overlap=overlap)
     else:
         ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=bucket_cap_bytes / 2**20)
+    hook_buckets: list[int] = []  # element count of each bucket the ring hook averaged
+    if impl == "torch+ring":
+        ddp.register_comm_hook(hook_buckets, ring_allreduce_hook)
     opt = _optimizer(model, optimizer, lr)
     gen = torch.Generator().manual_seed(seed)
     losses, times = [], []
     for step in range(warmup + steps):
         if step == warmup:
             comm.reset_stats()
+            hook_buckets.clear()
         x, y = get_batch_shard(data.train, batch_size, config.block_size, gen, rank, world_size)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -299,7 +330,7 @@ def train_data_parallel(rank: int, world_size: int, config: GPTConfig, steps: in
             times.append(time.perf_counter() - t0)
             losses.append(total)
     return {"params": flat_params(model), "losses": losses, "step_seconds": times,
-            "timeline": getattr(ddp, "timeline", None), "comm": comm.get_stats()}
+            "timeline": getattr(ddp, "timeline", None), "comm": comm.get_stats(), "hook_buckets": hook_buckets}
 
 
 def plot_timeline(ax, timeline: StepTimeline, title: str = "") -> None:

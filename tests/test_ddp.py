@@ -92,3 +92,22 @@ def test_bad_inputs_explain_themselves():
         DataParallel(torch.ones(3))
     with pytest.raises(WorkerError, match="multiple of 4"):
         launch(train_data_parallel, 2, CFG, 1, 6, "course", CAP, True, 2)
+
+
+@pytest.mark.parametrize("p", [2, 4])
+def test_course_ring_as_torch_ddp_comm_hook(p):
+    """torch's DDP with the course's ring in its comm hook: same parameters as torch's own
+    all-reduce and as one process, and exactly the ring's bytes for the buckets torch made."""
+    from course_lib.collectives import ring_bytes_sent
+
+    ref = train_single(CFG, STEPS, BATCH, "adamw", 2e-3)
+    plain = launch(train_data_parallel, p, CFG, STEPS, BATCH, "torch", CAP)
+    hooked = launch(train_data_parallel, p, CFG, STEPS, BATCH, "torch+ring", CAP)
+    torch.testing.assert_close(hooked[0]["params"], plain[0]["params"], atol=2e-5, rtol=0)
+    torch.testing.assert_close(hooked[0]["params"], ref["params"], atol=2e-5, rtol=0)
+    for r in range(p):
+        buckets = hooked[r]["hook_buckets"]
+        assert sum(buckets) == STEPS * PSI and len(buckets) > STEPS  # several buckets a step
+        assert hooked[r]["comm"].sent_bytes == sum(ring_bytes_sent(n, p, r) for n in buckets)
+        assert hooked[r]["comm"].collective_calls.get("all_reduce", 0) == 0  # no gloo all-reduce at all
+    assert plain[0]["hook_buckets"] == []
