@@ -45,7 +45,7 @@ from course_lib import comm
 
 # Pieces of half a chunk, clamped to 1..4 MiB, with 2 receives posted ahead: gloo's own ring
 # uses two segments per chunk, and on the 2-core reference machine (64 MB, 8 ranks sharing the
-# cores) 4 MiB pieces ran at 0.92-1.00x gloo's time where 1 MiB pieces ran at 1.07-1.20x: each
+# cores) 4 MiB pieces ran at 0.92-1.09x gloo's time where 1 MiB pieces ran at 1.07-1.20x: each
 # piece costs a notify-and-wake round trip between ranks that share a core. Windows of 4..16
 # and pieces under 512 KiB were 10-50 % slower. PIECE_BYTES = None picks this rule; pass an
 # int to override it.
@@ -61,8 +61,8 @@ def auto_piece_bytes(chunk_bytes: int) -> int:
 MIN_SPLIT_BYTES = 64 << 10  # below this, a piece's latency outweighs the overlap it buys
 
 # Receive buffers are kept from call to call: a fresh 4 MiB buffer costs ~1.6 ms of page faults
-# when first touched (8 ranks x 2 buffers: ~5 % of a 64 MB all-reduce on 2 cores), a reused one
-# nothing. NCCL keeps its buffers the same way. One caller at a time per process.
+# when first touched (8 ranks x 2 buffers: an estimated 5 % of a 64 MB all-reduce on 2 cores), a
+# reused one nothing. NCCL keeps its buffers the same way. One caller at a time per process.
 _workspace: dict[tuple[torch.dtype, int], list[torch.Tensor]] = {}
 
 
