@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from course_lib import comm
+from course_lib.collectives import ring_all_reduce
 from course_lib.data import get_batch, get_batch_shard, load_dataset
 from course_lib.model import GPT, GPTConfig
 
@@ -217,8 +218,6 @@ def ring_allreduce_hook(state, bucket):
     The ring runs synchronously inside the hook, so this hook gives up overlap; that is the
     price of writing it in Python on blocking waits.
     """
-    from course_lib.collectives import ring_all_reduce
-
     buf = bucket.buffer()
     if state is not None:
         state.append(buf.numel())

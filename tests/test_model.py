@@ -37,14 +37,7 @@ def data():
     return load_dataset()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are too small to gain from a second thread, and on a busy 2-core
-    # machine two spinning OpenMP threads can make them 20x slower. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 # ---------------------------------------------------------------------------- data

@@ -19,13 +19,7 @@ from course_lib.update_rules import (accumulated_grad, batch_grad, bn_grads_full
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process gradients on 1 thread: on 2 busy cores, 2 threads can run 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
