@@ -1,6 +1,7 @@
-"""Run ``fn(rank, world_size, *args)`` on N real ``torch.distributed`` processes from a notebook cell.
+"""Run ``fn(rank, world_size, *args, **kwargs)`` on N real ``torch.distributed`` processes from a notebook cell.
 
-    results = launch(fn, 4)          # -> [fn's return value on rank 0, ..., on rank 3]
+    results = launch(fn, 4)                      # -> [fn's return on rank 0, ..., on rank 3]
+    results = launch(train, 4, steps=20, lr=1e-3) # keyword arguments reach fn by name
 
 What it takes care of, and why each matters in a classroom:
 
@@ -106,7 +107,7 @@ class RankResults(list):
 class _Job:
     rank: int
     world_size: int
-    payload: bytes  # cloudpickle of (fn, args)
+    payload: bytes  # cloudpickle of (fn, args, kwargs)
     run_dir: str
     parent_pid: int
     threads: int
@@ -173,13 +174,13 @@ def _worker_main(job: _Job) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(ws), LOCAL_RANK=str(rank))
     comm.reset_stats()
     try:
-        fn, args = cloudpickle.loads(job.payload)
+        fn, args, kwargs = cloudpickle.loads(job.payload)
         store = dist.FileStore(os.path.join(d, "store"), ws)
         dist.init_process_group(
             job.backend, store=store, rank=rank, world_size=ws,
             timeout=timedelta(seconds=job.pg_timeout),
         )
-        result = fn(rank, ws, *args)
+        result = fn(rank, ws, *args, **kwargs)
         try:
             blob = cloudpickle.dumps((result, comm.get_stats()))
         except Exception as e:  # noqa: BLE001 - we want to report any pickling failure
@@ -340,8 +341,13 @@ def launch(
     backend: str = "gloo",
     threads: int | None = None,
     stream: bool = False,
+    **kwargs: Any,
 ) -> RankResults:
-    """Run ``fn(rank, world_size, *args)`` on ``world_size`` gloo processes; return results in rank order.
+    """Run ``fn(rank, world_size, *args, **kwargs)`` on ``world_size`` gloo processes; return results in rank order.
+
+    Pass ``fn``'s own arguments by name, so the call reads on its own:
+    ``launch(train_data_parallel, 2, config=cfg, steps=8, batch_size=32)``. The four names below
+    belong to the launcher and are not passed on.
 
     ``timeout`` bounds the whole run (seconds). ``threads`` is the intra-op thread count per
     rank (default :func:`default_threads`). ``stream=True`` prints each rank's output as it
@@ -362,7 +368,7 @@ def launch(
         )
     threads = threads or default_threads(world_size)
     try:
-        payload = cloudpickle.dumps((fn, args))
+        payload = cloudpickle.dumps((fn, args, kwargs))
     except Exception as e:
         raise TypeError(
             f"cannot send fn or its arguments to the workers: {e}. Everything fn uses must be "
