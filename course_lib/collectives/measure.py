@@ -1,20 +1,15 @@
-"""Benchmark: the course's ring collectives against gloo's built-in ones, in the same run.
+"""Measuring the collectives on real ranks: every all-reduce algorithm by message size, and the
+course's pipelined ring against gloo's built-in collectives in the same launch.
 
-    python -m course_lib.collectives_bench              # 16M float32 (64 MB), p = 2, 4, 8
-    python -m course_lib.collectives_bench --quick      # 1M float32, p = 2, 4: a few seconds
-
-For each p, three fresh launches each measure, alternating repetition by repetition so both
-see the same machine load: the course's :func:`ring_all_reduce` vs gloo's ``all_reduce``, and the course's
-:func:`ring_reduce_scatter` vs gloo's ``reduce_scatter_tensor`` (which gloo in torch 2.13
-implements as a full all-reduce plus a local slice: twice the traffic). A repetition's time is
-its slowest rank's; the table gives the median over all repetitions, the ratio course / gloo
-(the median of the per-repetition ratios, with its quartiles; below 1: the course is faster)
-and the bytes rank 0 sent, against the formula.
+:func:`measure_algorithms` gives chapter 3's measured curves (to set beside
+:func:`course_lib.alpha_beta.predict`); :func:`compare_with_gloo` races the ring against gloo's
+``all_reduce`` and ``reduce_scatter_tensor`` (which gloo in torch 2.13 implements as a full
+all-reduce plus a local slice: twice the traffic). Each repetition runs course and gloo back to
+back, alternating which goes first, so both see the same machine load; a repetition's time is
+its slowest rank's.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 import warnings
@@ -22,7 +17,9 @@ import warnings
 import torch
 
 from course_lib import comm
-from course_lib.collectives import PIECE_BYTES, WINDOW, ring_all_reduce, ring_bytes_sent, ring_reduce_scatter
+from course_lib.collectives import ALL_REDUCE
+from course_lib.collectives.pipelined_ring import PIECE_BYTES, WINDOW, ring_all_reduce, ring_reduce_scatter
+from course_lib.collectives.ring import ring_bytes_sent
 from course_lib.launcher import launch
 
 
@@ -33,7 +30,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def compare_with_gloo(rank: int, world_size: int, n: int, repeats: int, piece_bytes: int | None = PIECE_BYTES,
+def ring_vs_gloo(rank: int, world_size: int, n: int, repeats: int, piece_bytes: int | None = PIECE_BYTES,
                       window: int = WINDOW) -> dict:
     """Worker: per-repetition times of course vs gloo all-reduce and reduce-scatter, and the bytes sent."""
     warnings.filterwarnings("ignore", category=FutureWarning)  # reduce_scatter_tensor's rename notice
@@ -67,14 +64,14 @@ def compare_with_gloo(rank: int, world_size: int, n: int, repeats: int, piece_by
     return {"times": {k: v[1:] for k, v in times.items()}, "sent": sent}
 
 
-def run(sizes: list[int], ranks: list[int], repeats: int, piece_bytes: int | None = PIECE_BYTES,
+def compare_with_gloo(sizes: list[int], ranks: list[int], repeats: int, piece_bytes: int | None = PIECE_BYTES,
         window: int = WINDOW, timeout: float = 600, launches: int = 1) -> list[dict]:
     """One row per (op, n, p): median of the slowest rank's time, course and gloo, and bytes.
 
     ``ratio`` is the median over all repetitions of all ``launches`` of the per-repetition ratio
     course / gloo (the two ran back to back, so load drift cancels); ``q1``/``q3`` are its
-    quartiles. Separate launches matter on a shared machine: gloo's time moves by up to 25 %
-    from one launch to the next (where the ranks' threads land), the course's much less.
+    quartiles. Separate launches matter on a shared machine: gloo's time moves from one launch to
+    the next (where the ranks' threads land) more than the course's does.
     """
     if not isinstance(launches, int) or launches < 1:
         raise ValueError(f"launches must be an int >= 1, got {launches!r}")
@@ -85,7 +82,8 @@ def run(sizes: list[int], ranks: list[int], repeats: int, piece_bytes: int | Non
                 raise ValueError(f"n={n} is not divisible by p={p}: gloo's reduce_scatter_tensor needs equal chunks")
             slowest: dict[str, list[float]] = {}
             for _ in range(launches):
-                res = launch(compare_with_gloo, p, n, repeats, piece_bytes, window, timeout=timeout)
+                res = launch(ring_vs_gloo, p, n=n, repeats=repeats, piece_bytes=piece_bytes, window=window,
+                             timeout=timeout)
                 for k in res[0]["times"]:
                     slowest.setdefault(k, []).extend(max(r["times"][k][i] for r in res) for i in range(repeats))
             for op in ("all_reduce", "reduce_scatter"):
@@ -107,8 +105,6 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
 
 def time_algorithms(rank: int, world_size: int, sizes: list[int], repeats: int) -> dict[str, list[list[float]]]:
     """Worker: seconds of each all-reduce (course algorithms and gloo's) per size and repetition."""
-    from course_lib.collectives import ALL_REDUCE
-
     algos = dict(ALL_REDUCE, gloo=lambda t: comm.all_reduce(t))
     out: dict[str, list[list[float]]] = {name: [] for name in algos}
     for n in sizes:
@@ -126,46 +122,6 @@ def time_algorithms(rank: int, world_size: int, sizes: list[int], repeats: int) 
 
 def measure_algorithms(p: int, sizes: list[int], repeats: int = 3, timeout: float = 120) -> dict[str, list[float]]:
     """Median over repetitions of the slowest rank's time, per algorithm and message size (bytes)."""
-    res = launch(time_algorithms, p, sizes, repeats, timeout=timeout)
+    res = launch(time_algorithms, p, sizes=sizes, repeats=repeats, timeout=timeout)
     return {name: [statistics.median(max(r[name][k][i] for r in res) for i in range(repeats))
                    for k in range(len(sizes))] for name in res[0]}
-
-
-def format_table(rows: list[dict]) -> str:
-    head = (f"{'op':<15}{'MB':>7}{'p':>3}{'course ms':>11}{'gloo ms':>10}{'ratio':>7}{'(q1-q3)':>12}"
-            f"{'sent/rank B':>13}{'formula B':>12}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        spread = f"{r['q1']:.2f}-{r['q3']:.2f}"
-        lines.append(f"{r['op']:<15}{r['mb']:>7.1f}{r['p']:>3}{r['course_ms']:>11.1f}{r['gloo_ms']:>10.1f}"
-                     f"{r['ratio']:>7.2f}{spread:>12}{r['sent']:>13}{r['formula']:>12}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1M float32 at p = 2, 4, 3 repetitions")
-    ap.add_argument("--elements", type=int, nargs="+", default=None, help="float32 elements (default 16M)")
-    ap.add_argument("--ranks", type=int, nargs="+", default=None, help="world sizes (default 2 4 8)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repetitions per launch (default 7)")
-    ap.add_argument("--launches", type=int, default=None, help="fresh launches per p, pooled (default 3)")
-    ap.add_argument("--piece-bytes", type=int, default=PIECE_BYTES,
-                    help="ring piece size in bytes (default: chunk / 2, clamped to 1..4 MiB)")
-    ap.add_argument("--window", type=int, default=WINDOW, help="receives posted ahead (default 2)")
-    a = ap.parse_args(argv)
-    sizes = a.elements or ([1 << 20] if a.quick else [1 << 24])
-    ranks = a.ranks or ([2, 4] if a.quick else [2, 4, 8])
-    repeats = a.repeats or (3 if a.quick else 7)
-    launches = a.launches or (1 if a.quick else 3)
-    rows = run(sizes, ranks, repeats, a.piece_bytes, a.window, launches=launches)
-    load = os.getloadavg()
-    print(format_table(rows))
-    print(f"ratio = course / gloo: median (quartiles) over {launches} launches x {repeats} paired, alternating "
-          f"repetitions; one thread per rank; "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
-    print("gloo's reduce_scatter_tensor is an all-reduce plus a slice: it moves 2(p-1)/p n per rank, "
-          "the ring (p-1)/p n")
-
-
-if __name__ == "__main__":
-    main()
