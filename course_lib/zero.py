@@ -290,7 +290,7 @@ class ZeRO(nn.Module):
     # ------------------------------------------------------------------ measurements
     def full_parameters(self) -> torch.Tensor:
         """Every parameter as one flat vector in ``module.parameters()`` order, like
-        :func:`course_lib.ddp.flat_params` (gathers stage 3 units: a collective)."""
+        :func:`course_lib.update_rules.flat_params` (gathers stage 3 units: a collective)."""
         was = [u.gathered for u in self.units]
         for unit in self.units:
             unit.gather()
@@ -346,7 +346,7 @@ def volume_in_psi(stats: comm.CommStats, psi: int, world_size: int, steps: int =
 # ----------------------------------------------------------------------------- a training run
 def train_zero(rank: int, world_size: int, config, stage: int, steps: int, batch_size: int, lr: float = 2e-3,
                seed: int = 0, measure_at: int = 2) -> dict:
-    """One rank of ZeRO training on its shard of each global batch (as :func:`course_lib.ddp.train_single`).
+    """One rank of ZeRO training on its shard of each global batch (as :func:`course_lib.runs.data_parallel.train_single`).
 
     Returns the final parameters, the local losses, the model-state bytes held after the
     backward of step ``measure_at`` (params, grads and optimizer state all alive), the
