@@ -159,6 +159,8 @@ def _write_atomic(path: str, obj: Any) -> None:
 
 
 def _worker_main(job: _Job) -> None:
+    # torch is imported in the worker, not at the top: a learner's kernel imports the launcher,
+    # and the launcher itself needs only the standard library (the forkserver preloads torch).
     import torch
     import torch.distributed as dist
 

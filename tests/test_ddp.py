@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from course_lib.collectives import ring_bytes_sent
+from course_lib.configs import small_config
 from course_lib.data import load_dataset
 from course_lib.ddp import DataParallel, assign_buckets
 from course_lib.runs.data_parallel import train_data_parallel, train_single
 from course_lib.launcher import WorkerError, launch
-from course_lib.model import GPT, GPTConfig
+from course_lib.model import GPT
 
-CFG = GPTConfig(vocab_size=load_dataset().vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
+CFG = small_config(load_dataset().vocab_size)
 PSI = sum(p.numel() for p in __import__("course_lib.model", fromlist=["GPT"]).GPT(CFG).parameters())
 CAP = 16 * 1024  # bytes: several buckets for this small model
 STEPS, BATCH = 4, 16

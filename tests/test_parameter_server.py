@@ -11,7 +11,8 @@ from course_lib.model import GPT
 from course_lib.parameter_server import (GPTProblem, LeastSquares, SSPBook, expected_bytes, gather_params,
                                          on_push, run_ps, sgd_reference, shard_bounds, staleness_bound)
 from course_lib.train import make_optimizer
-from course_lib.update_rules import flat_params, small_gpt_config, step_batch
+from course_lib.configs import small_config
+from course_lib.update_rules import flat_params, step_batch
 
 # Several fp32 steps: per-step gradient rounding differences (~1e-7 relative) compound a little.
 ATOL, RTOL = 1e-5, 1e-4
@@ -24,7 +25,7 @@ def test_sync_ps_equals_single_process_sgd_on_gpt():
     res = launch(run_ps, 4, prob, steps, lr, "sync")
     data = load_dataset()
     torch.manual_seed(0)
-    model = GPT(small_gpt_config(data.vocab_size))
+    model = GPT(small_config(data.vocab_size))
     opt = make_optimizer(model, "sgd", lr=lr)
     for t in range(steps):
         x, y = step_batch(data.train, B, model.config.block_size, 0, t)

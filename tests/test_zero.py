@@ -14,13 +14,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course_lib.configs import small_config
 from course_lib.data import load_dataset
 from course_lib.runs.data_parallel import train_data_parallel
 from course_lib.launcher import launch
-from course_lib.model import GPTConfig
 from course_lib.zero import ZeRO, adamw_update_, formula_bytes, shard_range, train_zero
 
-CFG = GPTConfig(vocab_size=load_dataset().vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
+CFG = small_config(load_dataset().vocab_size)
 STEPS, BATCH = 4, 12
 
 
