@@ -249,7 +249,7 @@ def run_ps(rank: int, world_size: int, problem: Problem, steps: int, lr: float, 
            s: int | None = None, n_servers: int = 1, optimizer: str = "sgd",
            delays: list[float] | None = None, eval_every: int = 0,
            push_hook: Callable[[SSPBook, int], list[int]] = on_push) -> dict:
-    """Launchable parameter-server training: ``launch(run_ps, S + W, problem, steps, lr, ...)``.
+    """Launchable parameter-server training: ``launch(run_ps, S + W, problem=..., steps=..., lr=..., mode=...)``.
 
     Every worker computes ``steps`` gradients. ``mode``: ``"sync"`` (BSP, averaged), ``"async"``
     (ASP) or ``"ssp"`` with bound ``s``. ``delays[k]``: seconds worker k sleeps per step (a
