@@ -64,3 +64,9 @@ def _flat(x: torch.Tensor, fn: str, op: str) -> torch.Tensor:
         raise ValueError(f"{fn}: the tensor is not contiguous (a transposed or strided view); pass x.contiguous() "
                          "and copy the result back")
     return x.view(-1)
+
+
+def prepare(fn: str, x: torch.Tensor, group, op="sum") -> tuple[torch.Tensor, _Group, str]:
+    """The checks every collective starts with: ``(x as a flat view, the group, 'sum' or 'avg')``."""
+    op = _op_name(op)
+    return _flat(x, fn, op), _Group(group, fn), op

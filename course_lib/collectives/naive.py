@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from course_lib import comm
-from course_lib.collectives.common import _flat, _Group, _op_name
+from course_lib.collectives.common import prepare
 
 
 def naive_all_reduce(x: torch.Tensor, op="sum", group=None, root: int = 0) -> torch.Tensor:
@@ -13,9 +13,7 @@ def naive_all_reduce(x: torch.Tensor, op="sum", group=None, root: int = 0) -> to
     The root receives and sends (p-1)n bytes, so its link's load grows with p: the cost the
     seed article attributes to all synchronous training (it is this algorithm's, not the ring's).
     """
-    op = _op_name(op)
-    flat = _flat(x, "naive_all_reduce", op)
-    g = _Group(group, "naive_all_reduce")
+    flat, g, op = prepare("naive_all_reduce", x, group, op)
     if not 0 <= root < g.size:
         raise ValueError(f"naive_all_reduce: root must be a rank of the group, 0..{g.size - 1}, got {root}")
     if g.size == 1 or not flat.numel():

@@ -20,7 +20,7 @@ import math
 import torch
 
 from course_lib import comm
-from course_lib.collectives.common import _flat, _Group, _op_name, chunk_bounds
+from course_lib.collectives.common import _Group, chunk_bounds, prepare
 
 # Pieces of half a chunk, clamped to 1..4 MiB, with 2 receives posted ahead, as gloo's own ring
 # cuts each chunk in two segments. Each piece costs a notify-and-wake round trip between ranks,
@@ -127,10 +127,8 @@ def ring_all_reduce(x: torch.Tensor, op="sum", group=None, *, piece_bytes: int |
     tends to 2n, independent of p (Patarasuk & Yuan 2009; Thakur et al. 2005).
     Returns ``x``.
     """
-    op = _op_name(op)
-    flat = _flat(x, "ring_all_reduce", op)
+    flat, g, op = prepare("ring_all_reduce", x, group, op)
     _check_tuning(piece_bytes, window)
-    g = _Group(group, "ring_all_reduce")
     if g.size > 1 and flat.numel():
         _ring(flat, g, ["rs"] * (g.size - 1) + ["ag"] * (g.size - 1), op == "avg", piece_bytes, window)
     return x
@@ -144,10 +142,8 @@ def ring_reduce_scatter(x: torch.Tensor, op="sum", group=None, *, piece_bytes: i
     ``(p-1) alpha + (p-1)/p n beta``, ``(p-1)/p * n`` bytes sent per rank: half of an
     all-reduce (Thakur et al. 2005). Chunks as in :func:`chunk_bounds`.
     """
-    op = _op_name(op)
-    flat = _flat(x, "ring_reduce_scatter", op)
+    flat, g, op = prepare("ring_reduce_scatter", x, group, op)
     _check_tuning(piece_bytes, window)
-    g = _Group(group, "ring_reduce_scatter")
     b = chunk_bounds(flat.numel(), g.size)
     if g.size > 1 and flat.numel():
         _ring(flat, g, ["rs"] * (g.size - 1), op == "avg", piece_bytes, window)
@@ -161,9 +157,8 @@ def ring_all_gather(x: torch.Tensor, group=None, *, piece_bytes: int | None = PI
     p-1 steps, time ``(p-1) alpha + (p-1)/p n beta``, ``(p-1)/p * n`` bytes sent per rank
     (Thakur et al. 2005). Chunks as in :func:`chunk_bounds`. Returns ``x``.
     """
-    flat = _flat(x, "ring_all_gather", "sum")
+    flat, g, _ = prepare("ring_all_gather", x, group)
     _check_tuning(piece_bytes, window)
-    g = _Group(group, "ring_all_gather")
     if g.size > 1 and flat.numel():
         _ring(flat, g, ["ag"] * (g.size - 1), False, piece_bytes, window)
     return x

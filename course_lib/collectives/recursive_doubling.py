@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from course_lib import comm
-from course_lib.collectives.common import _flat, _Group, _op_name
+from course_lib.collectives.common import prepare
 
 
 def recursive_doubling_all_reduce(x: torch.Tensor, op="sum", group=None) -> torch.Tensor:
@@ -15,9 +15,7 @@ def recursive_doubling_all_reduce(x: torch.Tensor, op="sum", group=None) -> torc
     neighbour's data), p' ranks double, and the odd ranks hand the result back: two extra
     steps (Thakur, Rabenseifner & Gropp 2005, section 4).
     """
-    op = _op_name(op)
-    flat = _flat(x, "recursive_doubling_all_reduce", op)
-    g = _Group(group, "recursive_doubling_all_reduce")
+    flat, g, op = prepare("recursive_doubling_all_reduce", x, group, op)
     p, r = g.size, g.rank
     if p == 1 or not flat.numel():
         return x

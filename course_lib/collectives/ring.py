@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from course_lib import comm
-from course_lib.collectives.common import _flat, _Group, chunk_bounds
+from course_lib.collectives.common import chunk_bounds, prepare
 
 
 def ring_all_reduce_steps(x: torch.Tensor, group=None) -> list[torch.Tensor]:
@@ -22,8 +22,7 @@ def ring_all_reduce_steps(x: torch.Tensor, group=None) -> list[torch.Tensor]:
     Same schedule as :func:`ring_all_reduce`; returns a copy of ``x`` after each of the
     ``2(p-1)`` steps, so a notebook can show which chunk each rank holds when.
     """
-    flat = _flat(x, "ring_all_reduce_steps", "sum")
-    g = _Group(group, "ring_all_reduce_steps")
+    flat, g, _ = prepare("ring_all_reduce_steps", x, group)
     p, r = g.size, g.rank
     b = chunk_bounds(flat.numel(), p)
     chunk = [flat[b[i]:b[i + 1]] for i in range(p)]

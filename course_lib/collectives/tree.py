@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from course_lib import comm
-from course_lib.collectives.common import _flat, _Group, _op_name
+from course_lib.collectives.common import prepare
 
 
 def tree_all_reduce(x: torch.Tensor, op="sum", group=None) -> torch.Tensor:
@@ -13,9 +13,7 @@ def tree_all_reduce(x: torch.Tensor, op="sum", group=None) -> torch.Tensor:
     ``T = 2 ceil(log2 p) (alpha + n beta)``: few messages (good for small n), but the whole
     vector crosses every level, so for large n it loses to the ring (Thakur et al. 2005).
     """
-    op = _op_name(op)
-    flat = _flat(x, "tree_all_reduce", op)
-    g = _Group(group, "tree_all_reduce")
+    flat, g, op = prepare("tree_all_reduce", x, group, op)
     p, r = g.size, g.rank
     if p == 1 or not flat.numel():
         return x
