@@ -24,8 +24,9 @@ import time
 
 from course_lib.ddp import train_data_parallel
 from course_lib.launcher import launch
+from course_lib.runs.zero import train_zero
 from course_lib.train import DEFAULT_BATCH_SIZE, default_config
-from course_lib.zero import formula_bytes, train_zero
+from course_lib.zero import formula_bytes
 
 SMALL_CAP = 128 * 1024  # bytes: 7 buckets for the 207k-parameter model, so overlap has something to do
 BIG_CAP = 25 * 2**20    # torch DDP's default: the whole model in one bucket
