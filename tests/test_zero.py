@@ -16,9 +16,10 @@ import torch
 
 from course_lib.configs import small_config
 from course_lib.data import load_dataset
-from course_lib.runs.data_parallel import train_data_parallel
 from course_lib.launcher import launch
-from course_lib.zero import ZeRO, adamw_update_, formula_bytes, shard_range, train_zero
+from course_lib.runs.data_parallel import train_data_parallel
+from course_lib.runs.zero import train_zero
+from course_lib.zero import ZeRO, adamw_update_, formula_bytes, shard_range
 
 CFG = small_config(load_dataset().vocab_size)
 STEPS, BATCH = 4, 12
@@ -81,4 +82,4 @@ def test_bad_inputs_explain_themselves():
     with pytest.raises(ValueError, match="stage must be one of"):
         formula_bytes(10, 2, 4)
     with pytest.raises(ValueError, match="ZeRO stage must be one of"):
-        ZeRO.__init__(ZeRO.__new__(ZeRO), torch.nn.Linear(2, 2), 5)
+        ZeRO(torch.nn.Linear(2, 2), 5)

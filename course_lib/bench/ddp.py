@@ -25,9 +25,10 @@ from course_lib.configs import reference_config
 from course_lib.data import load_dataset
 from course_lib.launcher import launch
 from course_lib.runs.data_parallel import train_data_parallel
+from course_lib.runs.zero import train_zero
 from course_lib.tables import format_table
 from course_lib.train import DEFAULT_BATCH_SIZE
-from course_lib.zero import formula_bytes, train_zero
+from course_lib.zero import formula_bytes
 
 SMALL_CAP = 128 * 1024  # bytes: 7 buckets for the 207k-parameter model, so overlap has something to do
 BIG_CAP = 25 * 2**20    # torch DDP's default: the whole model in one bucket
