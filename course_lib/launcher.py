@@ -8,7 +8,8 @@ What it takes care of, and why each matters in a classroom:
 * ``fn`` may be defined in a notebook cell and close over notebook variables. The standard
   ``spawn`` start method pickles functions *by reference* (``__main__.fn``), which a fresh
   child cannot import. We serialise ``fn`` *by value* with cloudpickle and start the ranks
-  from a ``forkserver`` that has imported torch once, so a later launch costs ~0.1 s, not 2 s.
+  from a ``forkserver`` that has imported torch once, so a later launch forks a warm process
+  instead of importing torch again (``./course bench launch`` measures both).
 * No fixed port, ever. Each launch rendezvous through a ``FileStore`` in a fresh temporary
   directory, so two notebooks (or parallel tests) can never join each other's process group.
 * Each rank's output is captured (Python and C level) and printed in rank order, prefixed by
@@ -214,7 +215,7 @@ def _worker_main(job: _Job) -> None:
 _ctx: mp.context.BaseContext | None = None
 
 
-# torch._dynamo: every torch.optim step imports it (torch 2.13), which costs 1-4 s in each
+# torch._dynamo: every torch.optim step imports it (torch 2.13), which takes seconds in each
 # fresh rank; imported once in the forkserver it costs nothing per launch.
 _PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed", "torch._dynamo"]
 _ctx_lock = threading.Lock()
@@ -246,8 +247,8 @@ def warm_up() -> None:
 def default_threads(world_size: int) -> int:
     """Intra-op threads per rank: ranks share the machine's cores, so cores // world_size.
 
-    Oversubscription is expensive: with 4 ranks on 2 cores, 2 threads per rank ran 6x slower
-    than 1 on this course's reference machine.
+    Oversubscription is expensive: threads that outnumber the cores spin while they wait for
+    each other, and every rank slows down.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // world_size)

@@ -109,7 +109,7 @@ def _ring(flat: torch.Tensor, g: _Group, steps: list[str], average: bool, piece_
             if average and t == last_rs:
                 dst.div_(p)
         # Re-post this buffer after the add; the other ``window - 1`` receives stay in flight
-        # meanwhile, filled by gloo's thread while this one adds (posting earlier measured no faster).
+        # meanwhile, filled by gloo's thread while this one adds (posting earlier was no faster).
         if i + ahead < len(msgs):
             pending.append(post(i + ahead))
         if t + 1 < len(steps):
