@@ -58,7 +58,7 @@ def ping_pong(rank: int, world_size: int, sizes: list[int], repeats: int = 20) -
     least 5) so the whole sweep stays short.
     """
     if world_size < 2:
-        raise ValueError("ping_pong needs at least 2 ranks: launch(ping_pong, 2, sizes)")
+        raise ValueError("ping_pong needs at least 2 ranks: launch(ping_pong, 2, sizes=sizes)")
     if rank > 1:
         return None
     peer = 1 - rank
@@ -87,7 +87,7 @@ def measure_point_to_point(sizes: list[int] | None = None, repeats: int = 20,
     sizes = list(sizes or DEFAULT_SIZES)
     if any((not isinstance(s, int)) or s < 4 or s % 4 for s in sizes):
         raise ValueError(f"sizes must be byte counts that are multiples of 4 (float32 messages), got {sizes}")
-    times = launch(ping_pong, 2, sizes, repeats, timeout=timeout)[0]
+    times = launch(ping_pong, 2, sizes=sizes, repeats=repeats, timeout=timeout, check_collectives=False)[0]
     return sizes, times
 
 
