@@ -40,7 +40,7 @@ def all_gather_seq(x: torch.Tensor) -> torch.Tensor:
     front = _to_front(x)
     out = torch.empty((t * front.shape[0], *front.shape[1:]), dtype=x.dtype)
     comm.all_gather_into_tensor(out, front)
-    return out.transpose(0, 1)
+    return out.transpose(0, 1).contiguous()
 
 
 def reduce_scatter_seq(x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ def reduce_scatter_seq(x: torch.Tensor) -> torch.Tensor:
                          "needs T = a multiple of the tensor-parallel degree")
     out = torch.empty((front.shape[0] // t, *front.shape[1:]), dtype=x.dtype)
     comm.reduce_scatter_tensor(out, front)
-    return out.transpose(0, 1)
+    return out.transpose(0, 1).contiguous()
 
 
 class GatherFromSP(torch.autograd.Function):

@@ -181,3 +181,26 @@ def saved_activation_bytes(model: nn.Module, fn, *args) -> tuple[object, int]:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn(*args)
     return out, sum(seen.values())
+
+
+def activation_bytes_per_block(config, batch_size: int, seq_len: int, t: int,
+                               sequence_parallel: bool = False) -> int:
+    """Bytes one block keeps for backward on each rank (fp32), counted from this code.
+
+    With ``N = B T C`` and H heads, at t = 1 a block saves ``16 N + 4 B T + B H T`` floats:
+    the 2 LayerNorm inputs (2N) and their mean and 1/std (4BT), the 2 LayerNorm outputs that
+    the linears keep (2N), q, k, v and the attention output (4N) with the log-sum-exp of
+    fused attention (BHT), the MLP's hidden before and after GeLU (8N). Everything between
+    f and g is split t ways: ``(12 N + B H T) / t``. Sequence parallelism also splits the
+    LayerNorm inputs and statistics: ``(2 N + 4 B T) / t``; the all-gathered LayerNorm
+    outputs (2N) stay whole here (Megatron keeps only the shard and gathers it again in
+    backward; Korthikanti et al. 2022 sec. 4.2.2). The paper's fp16 count
+    ``s b h (10 + 24/t + 5 a s/(h t))`` differs by design: no dropout masks (dropout 0), and
+    fused attention keeps no T x T scores.
+    """
+    B, T, C, H = batch_size, seq_len, config.n_embd, config.n_head
+    N = B * T * C
+    split = (12 * N + B * H * T) // t
+    if sequence_parallel:
+        return 4 * (2 * N + (2 * N + 4 * B * T) // t + split)
+    return 4 * (4 * N + 4 * B * T + split)
