@@ -140,3 +140,87 @@ def time_tp_step(rank: int, world_size: int, config: GPTConfig, batch_size: int 
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return dict(step_s=statistics.median(times), times=times)
+
+
+def compare_torch_tp(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, seed: int = 0) -> dict:
+    """Worker: PyTorch's own tensor parallelism (``torch.distributed.tensor.parallel``) on the
+    same weights and batch as the course's :class:`TensorParallelGPT`.
+
+    Plan: q, k, v and up_proj ``ColwiseParallel``, out_proj and down_proj ``RowwiseParallel``
+    (the embeddings and the tied head stay replicated). Then, on the untied model, the head
+    ``ColwiseParallel(output_layouts=Shard(-1))`` with the loss under ``loss_parallel()``, and
+    the same loss without it, which PyTorch refuses (the error is returned).
+    Returns the maximum differences of logits, loss and gradients: torch vs the single-process
+    GPT, and torch vs the course.
+    """
+    import copy
+    import dataclasses
+
+    import torch.nn.functional as F
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, loss_parallel, parallelize_module
+
+    def full(t: torch.Tensor) -> torch.Tensor:
+        return t.full_tensor() if isinstance(t, DTensor) else t
+
+    def block_plan(n_layer: int) -> dict:
+        plan = {}
+        for i in range(n_layer):
+            for name in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "mlp.up_proj"):
+                plan[f"blocks.{i}.{name}"] = ColwiseParallel()
+            for name in ("attn.out_proj", "mlp.down_proj"):
+                plan[f"blocks.{i}.{name}"] = RowwiseParallel()
+        return plan
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    data = load_dataset().train
+    x, y = get_batch(data, batch_size, config.block_size, torch.Generator().manual_seed(seed + 1))
+    out: dict = {}
+
+    # 1. blocks: ColwiseParallel / RowwiseParallel, against the GPT and the course's TP GPT
+    torch.manual_seed(seed)
+    ref = GPT(config)
+    model = parallelize_module(copy.deepcopy(ref), mesh, block_plan(config.n_layer))
+    ours = TensorParallelGPT(ref, rank, world_size)
+    logits_ref, loss_ref = ref(x, y)
+    loss_ref.backward()
+    logits_pt, loss_pt = model(x, y)
+    loss_pt.backward()
+    logits_ours, loss_ours = ours(x, y)
+    loss_ours.backward()
+    logits_ours = gather_dim(logits_ours, -1)
+    g_ours = unshard(ours, grads=True)
+    g_pt = {n: full(p.grad) for n, p in model.named_parameters()}
+    out["blocks"] = dict(
+        logits_vs_ref=(full(logits_pt) - logits_ref).abs().max().item(),
+        loss_vs_ref=abs(loss_pt.item() - loss_ref.item()),
+        grads_vs_ref=max((g_pt[n] - p.grad).abs().max().item() for n, p in ref.named_parameters()),
+        logits_vs_course=(full(logits_pt) - logits_ours).abs().max().item(),
+        grads_vs_course=max((g_pt[n] - g_ours[n]).abs().max().item() for n in g_ours),
+        sharded=[n for n, p in model.named_parameters() if isinstance(p, DTensor)
+                 and any(isinstance(pl, Shard) for pl in p.placements)])
+
+    # 2. the head split over the vocabulary, loss under loss_parallel (untied model)
+    untied = dataclasses.replace(config, tie_weights=False)
+    torch.manual_seed(seed)
+    ref = GPT(untied)
+    plan = block_plan(untied.n_layer)
+    plan["lm_head"] = ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)
+    model = parallelize_module(copy.deepcopy(ref), mesh, plan)
+    _, loss_ref = ref(x, y)
+    loss_ref.backward()
+    logits = model.head(model.run_blocks(model.embed(x)))
+    try:
+        F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        out["without_loss_parallel"] = "no error"
+    except Exception as e:  # what PyTorch says when the loss meets Shard(-1) logits
+        out["without_loss_parallel"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    with loss_parallel():
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss.backward()
+    out["loss_parallel"] = dict(
+        loss_vs_ref=abs(full(loss).item() - loss_ref.item()),
+        grads_vs_ref=max((full(p.grad) - q.grad).abs().max().item()
+                         for (n, p), q in zip(model.named_parameters(), ref.parameters())))
+    return out
