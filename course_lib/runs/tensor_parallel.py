@@ -120,7 +120,8 @@ def compare_tp(rank: int, world_size: int, config: GPTConfig, batch_size: int = 
 def time_tp_step(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, steps: int = 10,
                  warmup: int = 2, sequence_parallel: bool = False, lr: float = 1e-3) -> dict:
     """Worker: median seconds of one training step (forward, backward, AdamW) of the
-    tensor-parallel GPT; a step ends when the slowest rank is done (barrier)."""
+    tensor-parallel GPT, a step ending when the slowest rank is done (barrier before and after).
+    Also the collective bytes of one step, the parameters and one block's saved activations."""
     data = load_dataset().train
     torch.manual_seed(0)
     tp = TensorParallelGPT(GPT(config), rank, world_size, sequence_parallel=sequence_parallel)
@@ -130,16 +131,22 @@ def time_tp_step(rank: int, world_size: int, config: GPTConfig, batch_size: int 
     for i in range(warmup + steps):
         x, y = get_batch(data, batch_size, config.block_size, gen)
         comm.barrier()
+        comm.reset_stats()
         t0 = time.perf_counter()
         tp.zero_grad(set_to_none=True)
         _, loss = tp(x, y)
         loss.backward()
         tp.finish_grads()
         opt.step()
+        step_bytes = sum(comm.get_stats().collective_bytes.values())
         comm.barrier()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return dict(step_s=statistics.median(times), times=times)
+    T = config.block_size
+    h = torch.randn(batch_size, T // world_size if sequence_parallel else T, config.n_embd, requires_grad=True)
+    _, act = saved_activation_bytes(tp, tp.blocks[0], h)
+    return dict(step_s=statistics.median(times), times=times, step_bytes=step_bytes,
+                params=sum(p.numel() for p in tp.parameters()), act_bytes_per_block=act)
 
 
 def compare_torch_tp(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, seed: int = 0) -> dict:
