@@ -41,11 +41,6 @@ from course_lib import comm
 from course_lib.model import GPTConfig
 
 
-def tp_world() -> tuple[int, int]:
-    """``(rank, t)`` of this process in the tensor-parallel group (the whole world)."""
-    return comm.get_rank(), comm.get_world_size()
-
-
 # ----------------------------------------------------------------------------- 1. the operators
 class CopyToTP(torch.autograd.Function):
     """Megatron's ``f``: forward ``y = x`` (identity); backward ``dL/dx = sum_ranks dL/dy_r``.
@@ -123,6 +118,11 @@ def vocab_range(vocab_size: int, rank: int, t: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- 3. linear layers
+def _check_linear(linear: object, who: str) -> None:
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"{who} shards an nn.Linear (the single-process layer); got {type(linear).__name__}")
+
+
 class ColumnParallelLinear(nn.Module):
     """``Y_i = X A_i + b_i``: this rank's ``out / t`` output features of ``linear``.
 
@@ -133,6 +133,7 @@ class ColumnParallelLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, rank: int, t: int, copy_input: bool = True) -> None:
         super().__init__()
+        _check_linear(linear, "ColumnParallelLinear")
         self.weight = nn.Parameter(shard(linear.weight.detach(), 0, rank, t))
         self.bias = nn.Parameter(shard(linear.bias.detach(), 0, rank, t)) if linear.bias is not None else None
         self.weight.tp_dim = 0  # which dim of the full weight was split (for unsharding)
@@ -155,6 +156,7 @@ class RowParallelLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, rank: int, t: int) -> None:
         super().__init__()
+        _check_linear(linear, "RowParallelLinear")
         self.weight = nn.Parameter(shard(linear.weight.detach(), 1, rank, t))
         self.weight.tp_dim = 1
         self.bias = nn.Parameter(linear.bias.detach().clone()) if linear.bias is not None else None

@@ -14,7 +14,10 @@ Prediction (no fitting to the TP runs themselves):
   (:func:`course_lib.alpha_beta.predict`, ``cores`` given).
 
 Also printed: bytes per block (forward + backward) from the counters against the formula,
-parameters and one block's activations per rank, measured against the formulas.
+parameters and one block's activations per rank, measured against the formulas, for plain
+TP and with sequence parallelism (SP's counted bytes are inputs of all-gathers and
+reduce-scatters: same ring traffic, different count; see chapter 5 section 7). ``load`` is
+the machine's 1-minute load average after each run: the prediction assumes idle cores.
 """
 from __future__ import annotations
 
@@ -79,35 +82,43 @@ def calibrate(config: GPTConfig, batch_size: int) -> tuple[float, alpha_beta.Alp
     return compute_s, alpha_beta.fit_alpha_beta(sizes, seconds)
 
 
-def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int) -> list[dict]:
+def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
+        sequence_parallel: tuple[bool, ...] = (False,)) -> tuple[list[dict], float, alpha_beta.AlphaBeta]:
+    """One row per degree (and per mode in ``sequence_parallel``): measured and predicted step
+    time, bytes counted against the formula, parameters and activations per rank."""
     cores = os.cpu_count() or 1
     compute_s, link = calibrate(config, batch_size)
     rows = []
     for t in degrees:
-        res = launch(time_tp_step, t, config=config, batch_size=batch_size, steps=steps, timeout=600, threads=1)
-        measured = max(r["step_s"] for r in res)
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        opt_s = optimizer_seconds(config, t)
-        torch.set_num_threads(before)
-        pred = predict_step(config, batch_size, t, compute_s, opt_s, link, cores)
-        b = comm_bytes_per_layer(config, batch_size, t)
-        step_formula = (b["embed_fwd"] + b["head_fwd"] + b["head_bwd"]
-                        + config.n_layer * (b["block_fwd"] + b["block_bwd"]))
-        rows.append({
-            "t": t,
-            "step ms": 1e3 * measured,
-            "predicted ms": 1e3 * pred["total_s"],
-            "error %": 100 * (pred["total_s"] - measured) / measured,
-            "comm ms (pred)": 1e3 * pred["comm_s"],
-            "kB/block fwd+bwd": (b["block_fwd"] + b["block_bwd"]) / 1e3,
-            "kB/step counted": res[0]["step_bytes"] / 1e3,
-            "kB/step formula": step_formula / 1e3,
-            "params/rank": res[0]["params"],
-            "params formula": param_count_per_rank(config, t, 0)["total"],
-            "act kB/block": res[0]["act_bytes_per_block"] / 1e3,
-            "act formula": activation_bytes_per_block(config, batch_size, config.block_size, t) / 1e3,
-        })
+        for sp in sequence_parallel if t > 1 else (False,):
+            res = launch(time_tp_step, t, config=config, batch_size=batch_size, steps=steps,
+                         sequence_parallel=sp, timeout=600, threads=1)
+            load = os.getloadavg()[0]
+            measured = max(r["step_s"] for r in res)
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            opt_s = optimizer_seconds(config, t)
+            torch.set_num_threads(before)
+            pred = predict_step(config, batch_size, t, compute_s, opt_s, link, cores)
+            b = comm_bytes_per_layer(config, batch_size, t)
+            step_formula = (b["embed_fwd"] + b["head_fwd"] + b["head_bwd"]
+                            + config.n_layer * (b["block_fwd"] + b["block_bwd"]))
+            rows.append({
+                "t": t,
+                "mode": "TP+SP" if sp else "TP",
+                "load": load,
+                "step ms": 1e3 * measured,
+                "predicted ms": 1e3 * pred["total_s"],
+                "error %": 100 * (pred["total_s"] - measured) / measured,
+                "comm ms (pred)": 1e3 * pred["comm_s"],
+                "kB/block fwd+bwd": (b["block_fwd"] + b["block_bwd"]) / 1e3,
+                "kB/step counted": res[0]["step_bytes"] / 1e3,
+                "kB/step formula": step_formula / 1e3 if not sp else "",
+                "params/rank": res[0]["params"],
+                "params formula": param_count_per_rank(config, t, 0)["total"],
+                "act kB/block": res[0]["act_bytes_per_block"] / 1e3,
+                "act formula": activation_bytes_per_block(config, batch_size, config.block_size, t, sp) / 1e3,
+            })
     return rows, compute_s, link
 
 
@@ -117,14 +128,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--no-sp", action="store_true", help="skip the sequence-parallel rows")
     a = ap.parse_args(argv)
     config = reference_config(load_dataset().vocab_size)
-    rows, compute_s, link = run(config, a.degrees, a.batch, a.steps)
+    rows, compute_s, link = run(config, a.degrees, a.batch, a.steps, (False,) if a.no_sp else (False, True))
     print(f"reference GPT ({config.n_layer} layers, width {config.n_embd}, {config.n_head} heads), batch "
           f"{a.batch} x {config.block_size}, 1 thread per rank, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}")
     print(f"calibration: single-process fwd+bwd {1e3 * compute_s:.1f} ms; link {link}")
-    print(format_table(rows, {"step ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
+    print(format_table(rows, {"load": "{:.1f}", "step ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
                               "comm ms (pred)": "{:.1f}", "kB/block fwd+bwd": "{:.0f}", "kB/step counted": "{:.0f}",
                               "kB/step formula": "{:.0f}", "act kB/block": "{:.0f}", "act formula": "{:.0f}"}))
 
