@@ -21,7 +21,7 @@ from course_lib.model import GPT
 from course_lib.runs.tensor_parallel import compare_torch_tp, compare_tp
 from course_lib.sequence_parallel import ring_wire_bytes
 from course_lib.tensor_parallel import (comm_bytes_per_layer, copy_to_tp, param_count_per_rank, reduce_from_tp,
-                                        shard, vocab_range)
+                                        shard, vocab_parallel_cross_entropy, vocab_range)
 from course_lib.tp_gpt import TensorParallelGPT, activation_bytes_per_block
 
 VOCAB = load_dataset().vocab_size  # 46: not divisible by 4, so the vocabulary splits unevenly
@@ -132,6 +132,8 @@ def test_bad_degree_and_dropout_say_what_to_do():
         TensorParallelGPT(GPT(dataclasses.replace(CFG, dropout=0.1)), 0, 2)
     with pytest.raises(TypeError, match="expected a course_lib.model.GPT"):
         TensorParallelGPT(torch.nn.Linear(2, 2), 0, 2)
+    with pytest.raises(ValueError, match="must be targets"):
+        vocab_parallel_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long), 0)
 
 
 def test_param_formula_sums_to_the_model():
