@@ -33,8 +33,8 @@ from course_lib.allocation.calibrate import profile_gpt
 from course_lib.configs import reference_config
 from course_lib.data import load_dataset
 from course_lib.launcher import launch
-from course_lib.model import GPT, GPTConfig
-from course_lib.runs.tensor_parallel import time_tp_step
+from course_lib.model import GPT, MLP, GPTConfig
+from course_lib.runs.tensor_parallel import time_parallel_mlp, time_tp_step
 from course_lib.tables import format_table
 from course_lib.tensor_parallel import comm_bytes_per_layer, param_count_per_rank
 from course_lib.tp_gpt import TensorParallelGPT, activation_bytes_per_block
@@ -122,6 +122,39 @@ def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
     return rows, compute_s, link
 
 
+def mlp_rows(degrees: list[int], width: int = 256, batch: tuple[int, int] = (8, 64), steps: int = 10) -> list[dict]:
+    """A wider layer, where splitting pays: one MLP (width -> 4 width -> width), forward +
+    backward, measured at each degree against ``T_1 / t * max(1, t / cores)`` plus its two
+    all-reduces priced by the alpha-beta fit (T_1 measured here, single process, 1 thread)."""
+    cores = os.cpu_count() or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        mlp = MLP(GPTConfig(vocab_size=2, n_head=1, n_embd=width))
+        x = torch.randn(*batch, width)
+        times = []
+        for _ in range(steps + 2):
+            xi = x.clone().requires_grad_()
+            t0 = time.perf_counter()
+            mlp(xi).square().mean().backward()
+            times.append(time.perf_counter() - t0)
+        t1 = statistics.median(times[2:])
+    finally:
+        torch.set_num_threads(before)
+    sizes, seconds = alpha_beta.measure_point_to_point(LINK_SIZES, repeats=10)
+    link = alpha_beta.fit_alpha_beta(sizes, seconds)
+    nbytes = 4 * batch[0] * batch[1] * width
+    rows = []
+    for t in degrees:
+        measured = max(r["step_s"] for r in launch(time_parallel_mlp, t, width=width, batch=batch, steps=steps,
+                                                    timeout=600, threads=1))
+        pred = t1 / t * max(1.0, t / cores) + 2 * alpha_beta.predict("ring", nbytes, t, link, cores)
+        rows.append({"t": t, "load": os.getloadavg()[0], "fwd+bwd ms": 1e3 * measured, "predicted ms": 1e3 * pred,
+                     "error %": 100 * (pred - measured) / measured, "kB all-reduced": 2 * nbytes / 1e3 if t > 1 else 0})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="./course bench tp", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,9 +169,14 @@ def main(argv: list[str] | None = None) -> None:
           f"{a.batch} x {config.block_size}, 1 thread per rank, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}")
     print(f"calibration: single-process fwd+bwd {1e3 * compute_s:.1f} ms; link {link}")
-    print(format_table(rows, {"load": "{:.1f}", "step ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
+    table = format_table(rows, {"load": "{:.1f}", "step ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
                               "comm ms (pred)": "{:.1f}", "kB/block fwd+bwd": "{:.0f}", "kB/step counted": "{:.0f}",
-                              "kB/step formula": "{:.0f}", "act kB/block": "{:.0f}", "act formula": "{:.0f}"}))
+                              "kB/step formula": "{:.0f}", "act kB/block": "{:.0f}", "act formula": "{:.0f}"})
+    print(table)
+    print("\none MLP 256 -> 1024 -> 256 on (8, 64, 256), forward + backward (where splitting pays):")
+    print(format_table(mlp_rows(a.degrees, steps=a.steps),
+                       {"load": "{:.1f}", "fwd+bwd ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
+                        "kB all-reduced": "{:.0f}"}))
 
 
 if __name__ == "__main__":

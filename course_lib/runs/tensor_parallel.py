@@ -231,3 +231,26 @@ def compare_torch_tp(rank: int, world_size: int, config: GPTConfig, batch_size: 
         grads_vs_ref=max((full(p.grad) - q.grad).abs().max().item()
                          for (n, p), q in zip(model.named_parameters(), ref.parameters())))
     return out
+
+
+def time_parallel_mlp(rank: int, world_size: int, width: int = 256, batch: tuple[int, int] = (8, 64),
+                      steps: int = 10, warmup: int = 2) -> dict:
+    """Worker: median seconds of forward + backward of one tensor-parallel MLP
+    (width -> 4 width -> width) on a (B, T, width) input; barrier-synchronised."""
+    from course_lib.model import MLP
+    from course_lib.tensor_parallel import ParallelMLP
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=2, n_head=1, n_embd=width)
+    mlp = ParallelMLP(MLP(cfg), rank, world_size)
+    x = torch.randn(*batch, width)
+    times = []
+    for i in range(warmup + steps):
+        xi = x.clone().requires_grad_()
+        comm.barrier()
+        t0 = time.perf_counter()
+        mlp(xi).square().mean().backward()
+        comm.barrier()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return dict(step_s=statistics.median(times))
