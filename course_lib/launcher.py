@@ -598,14 +598,15 @@ def _mismatch_error(r: int, e: dict, errors: dict[int, dict]) -> CollectiveMisma
 
 def _traceback_user_line(tb: str) -> str:
     """The learner's innermost line in a formatted traceback: ``fn() line n: `source```."""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)\n(?:\s+(.*))?', tb)
-    user = [(f, n, fn, src) for f, n, fn, src in frames
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', tb)
+    user = [(f, n, fn) for f, n, fn in frames
             if "/lib/python3" not in f and "torch/" not in f
             and "course_lib/launcher" not in f and "course_lib/comm" not in f]
     if not user:
         return ""
-    f, n, fn, src = user[-1]
-    return f"{fn}() line {n}" + (f": `{src.strip()}`" if src else "")
+    f, n, fn = user[-1]
+    src = linecache.getline(f, int(n)).strip()  # a notebook cell's source is in this kernel's linecache
+    return f"{fn}() line {n}" + (f": `{src}`" if src else "")
 
 
 def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
