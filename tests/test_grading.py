@@ -4,12 +4,12 @@ an infinite loop costs only its question."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
+from wrong_answers import module as wrong_answers_file
 
 from course_lib.grading import assign, autograde
 from course_lib.grading.notebook import graded_cells, is_answer, meta, strip_hidden, strip_solution, to_exercise
@@ -19,11 +19,8 @@ SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 
 
 def wrong_answers(name: str) -> dict:
-    path = ROOT / "tests" / "wrong_answers" / (Path(name).stem + ".py")
-    spec = importlib.util.spec_from_file_location("wrong", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.WRONG
+    """{grade_id: (cell source, hint fragment)} of tests/wrong_answers/<notebook>.py"""
+    return wrong_answers_file(Path(name).stem).WRONG
 
 
 def test_exercises_are_generated_from_solutions():
