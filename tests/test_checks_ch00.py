@@ -2,9 +2,8 @@
 (the answers: solutions/00_collectives.ipynb and tests/wrong_answers/00_collectives.py)."""
 from __future__ import annotations
 
-import torch
-
 import pytest
+import torch
 from wrong_answers import Check, answer, check_tests
 
 from course_lib.grading import CheckFailed, ch00

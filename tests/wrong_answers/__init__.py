@@ -90,7 +90,7 @@ class _Notebook:
 
 
 def _stem(chapter: str) -> str:
-    """"00" or "00_collectives" -> "00_collectives"."""
+    """The notebook's name, from "00" or "00_collectives"."""
     found = sorted(SOLUTIONS.glob(f"{chapter.split('_')[0]}_*.ipynb"))
     if len(found) != 1:
         raise ValueError(f"chapter {chapter!r}: expected one solutions/{chapter}_*.ipynb, found {found}")
@@ -163,7 +163,10 @@ def wrong(chapter: str) -> list[Answer]:
 
 def answer(chapter: str, name: str) -> Answer:
     """One answer by its name (``wrong-q2-answer``, ``solution-q1-answer`` or a name in the file)."""
-    return next(a for a in right(chapter) + wrong(chapter) if a.name == name)
+    answers = {a.name: a for a in right(chapter) + wrong(chapter)}
+    if name not in answers:
+        raise KeyError(f"chapter {chapter}: no answer named {name!r}; there are {sorted(answers)}")
+    return answers[name]
 
 
 @dataclass(frozen=True)
