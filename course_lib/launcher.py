@@ -264,21 +264,68 @@ def _worker_main(job: _Job) -> None:
 _ctx: mp.context.BaseContext | None = None
 
 
-# torch._dynamo: every torch.optim step imports it (torch 2.13), which takes seconds in each
-# fresh rank; imported once in the forkserver it costs nothing per launch.
-_PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed", "torch._dynamo"]
+# Two forkservers, so that the first launch is quick and later ones are quicker still. The first
+# (started when the launcher is imported in a kernel) preloads torch.distributed only. After the
+# first launch, a second one starts in the background that also preloads torch._dynamo, which
+# every torch.optim step imports (torch 2.13) and which takes seconds in each fresh rank; the next
+# launch switches to it (waiting for it if it is still importing). Both fork their workers from
+# memory: no rank imports torch itself.
+_PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed"]
+_PRELOAD_FULL = _PRELOAD + ["torch._dynamo", "course_lib._forkserver_ready"]
 _ctx_lock = threading.Lock()
+_full_server: Any = None  # the second forkserver, once started
+_switched = False  # True once new workers come from the second forkserver
+_full_ready = os.path.join(tempfile.gettempdir(), f"course-forkserver-ready-{os.getpid()}")
+_FULL_SERVER_WAIT = 60.0  # seconds a launch waits for the full server before using the first one
 
 
 def _context() -> mp.context.BaseContext:
-    """A forkserver that imports torch once, so that later launches fork a warm process."""
+    """The forkserver context; switches to the fully preloaded server once it is ready."""
     global _ctx
     with _ctx_lock:
         if _ctx is None:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(_PRELOAD)
             _ctx = ctx
+        if _full_server is not None:
+            # Wait for it rather than use the first server: there, every rank of a job that
+            # steps an optimizer would import torch._dynamo itself, which costs more.
+            deadline = time.time() + _FULL_SERVER_WAIT
+            while not os.path.exists(_full_ready) and time.time() < deadline:
+                time.sleep(0.02)
+            if os.path.exists(_full_ready):
+                _switch_to_full_server()
     return _ctx
+
+
+def _start_full_server() -> None:
+    """Start the fully preloaded forkserver in the background (once per process)."""
+    global _full_server
+    from multiprocessing import forkserver
+
+    with _ctx_lock:
+        if _full_server is not None or _switched:
+            return
+        server = forkserver.ForkServer()
+        server.set_forkserver_preload(_PRELOAD_FULL)
+        _full_server = server
+    os.environ["COURSE_FORKSERVER_READY"] = _full_ready  # read by course_lib._forkserver_ready
+    threading.Thread(target=server.ensure_running, name="course-forkserver-full", daemon=True).start()
+
+
+def _switch_to_full_server() -> None:
+    """Route new workers to the full server and stop the first one (no worker of it is alive:
+    called at the start of a launch, and every launch ends its workers)."""
+    global _full_server, _switched
+    from multiprocessing import forkserver
+
+    old, new = forkserver._forkserver, _full_server
+    for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload"):
+        setattr(forkserver, name, getattr(new, name))
+    forkserver._forkserver = new
+    _full_server, _switched = None, True
+    old._stop()
+    os.unlink(_full_ready)
 
 
 def warm_up() -> None:
@@ -468,6 +515,7 @@ def launch(
             results.append(value)
             results.comm.append(stats)
         results.seconds = time.time() - t0
+        _start_full_server()
         return results
     except KeyboardInterrupt:
         _end(procs)
