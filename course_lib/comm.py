@@ -145,6 +145,29 @@ def check_raw_point_to_point() -> None:
         setattr(distributed_c10d, name, checked)
 
 
+def _point_to_point(fn: str, tensor: torch.Tensor, role: str, peer: object, group) -> int:
+    """Check a message to (``role="dst"``) or from (``"src"``) ``peer`` and count its bytes."""
+    _check_tensor(fn, tensor)
+    _check_peer(fn, role, peer, group)
+    nbytes = _nbytes(tensor)
+    if role == "dst":
+        _stats.sent_bytes += nbytes
+        _stats.sent_messages += 1
+    else:
+        _stats.recv_bytes += nbytes
+        _stats.recv_messages += 1
+    return nbytes
+
+
+def _check_rooted(fn: str, tensor: torch.Tensor, root_name: str, root: object, tensors: list | None,
+                  list_name: str, group) -> None:
+    """gather and scatter: a root that exists and, on the root, one tensor per rank."""
+    _check_tensor(fn, tensor)
+    _check_peer(fn, root_name, root, group, allow_self=True)
+    if tensors is not None:
+        _check_list(fn, tensors, tensor, group, list_name)
+
+
 def _record(op: str, nbytes: int, t0: float, t1: float | None, peer: int | None = None) -> None:
     if tracing:
         _stats.trace.append((op, nbytes, t0, t1, peer))
@@ -159,59 +182,37 @@ def _collective(op: str, nbytes: int) -> float:
 # ----------------------------------------------------------------------------- point to point
 def send(tensor: torch.Tensor, dst: int, group=None, tag: int = 0) -> None:
     """Blocking send of ``tensor`` to rank ``dst``."""
-    _check_tensor("send", tensor)
-    _check_peer("send", "dst", dst, group)
+    nbytes = _point_to_point("send", tensor, "dst", dst, group)
     t0 = time.perf_counter()
     dist.send(tensor, dst, group=group, tag=tag)
-    _stats.sent_bytes += _nbytes(tensor)
-    _stats.sent_messages += 1
-    _record("send", _nbytes(tensor), t0, time.perf_counter(), dst)
+    _record("send", nbytes, t0, time.perf_counter(), dst)
 
 
 def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0) -> int:
     """Blocking receive into ``tensor`` (its shape and dtype must match what is sent)."""
-    _check_tensor("recv", tensor)
-    _check_peer("recv", "src", src, group)
+    nbytes = _point_to_point("recv", tensor, "src", src, group)
     t0 = time.perf_counter()
     sender = dist.recv(tensor, src, group=group, tag=tag)
-    _stats.recv_bytes += _nbytes(tensor)
-    _stats.recv_messages += 1
-    _record("recv", _nbytes(tensor), t0, time.perf_counter(), src)
+    _record("recv", nbytes, t0, time.perf_counter(), src)
     return sender
 
 
 def isend(tensor: torch.Tensor, dst: int, group=None, tag: int = 0):
     """Non-blocking send; returns a Work whose ``wait()`` completes it."""
-    _check_tensor("isend", tensor)
-    _check_peer("isend", "dst", dst, group)
-    _stats.sent_bytes += _nbytes(tensor)
-    _stats.sent_messages += 1
-    _record("isend", _nbytes(tensor), time.perf_counter(), None, dst)
+    _record("isend", _point_to_point("isend", tensor, "dst", dst, group), time.perf_counter(), None, dst)
     return dist.isend(tensor, dst, group=group, tag=tag)
 
 
 def irecv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0):
     """Non-blocking receive; the data is in ``tensor`` only after ``wait()``."""
-    _check_tensor("irecv", tensor)
-    _check_peer("irecv", "src", src, group)
-    _stats.recv_bytes += _nbytes(tensor)
-    _stats.recv_messages += 1
-    _record("irecv", _nbytes(tensor), time.perf_counter(), None, src)
+    _record("irecv", _point_to_point("irecv", tensor, "src", src, group), time.perf_counter(), None, src)
     return dist.irecv(tensor, src, group=group, tag=tag)
 
 
 def batch_isend_irecv(ops: list[P2POp]) -> list:
     """Start a list of ``P2POp(dist.isend/irecv, tensor, peer)`` together; returns their Works."""
     for op in ops:
-        _check_tensor("batch_isend_irecv", op.tensor)
-        _check_peer("batch_isend_irecv", "peer", op.peer, op.group)
-        n = _nbytes(op.tensor)
-        if op.op is dist.isend:
-            _stats.sent_bytes += n
-            _stats.sent_messages += 1
-        else:
-            _stats.recv_bytes += n
-            _stats.recv_messages += 1
+        _point_to_point("batch_isend_irecv", op.tensor, "dst" if op.op is dist.isend else "src", op.peer, op.group)
     return dist.batch_isend_irecv(ops)
 
 
@@ -265,20 +266,14 @@ def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None
 
 def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst: int = 0,
            group=None, async_op: bool = False):
-    _check_tensor("gather", tensor)
-    _check_peer("gather", "dst", dst, group, allow_self=True)
-    if gather_list is not None:
-        _check_list("gather", gather_list, tensor, group, "gather_list")
+    _check_rooted("gather", tensor, "dst", dst, gather_list, "gather_list", group)
     _collective("gather", _nbytes(tensor))
     return dist.gather(tensor, gather_list, dst=dst, group=group, async_op=async_op)
 
 
 def scatter(tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None = None, src: int = 0,
             group=None, async_op: bool = False):
-    _check_tensor("scatter", tensor)
-    _check_peer("scatter", "src", src, group, allow_self=True)
-    if scatter_list is not None:
-        _check_list("scatter", scatter_list, tensor, group, "scatter_list")
+    _check_rooted("scatter", tensor, "src", src, scatter_list, "scatter_list", group)
     _collective("scatter", _nbytes(scatter_list))
     return dist.scatter(tensor, scatter_list, src=src, group=group, async_op=async_op)
 

@@ -482,9 +482,9 @@ def launch(
             "picklable (tensors, numbers, functions); open files, locks and widgets are not."
         ) from e
 
+    ctx = _context()  # may wait for the forkserver to finish preloading: not part of the run's timeout
     t0 = time.time()
     run_dir = tempfile.mkdtemp(prefix="course-launch-")
-    ctx = _context()
     done, release = ctx.SimpleQueue(), ctx.Event()
     procs = [
         ctx.Process(

@@ -32,15 +32,18 @@ def _to_front(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1).contiguous()
 
 
+def _along_seq(x: torch.Tensor, length: int, collective) -> torch.Tensor:
+    """Run ``collective(out, x)`` along T, with ``out`` of ``length`` time steps: (B, T, ...) in and out."""
+    front = _to_front(x)
+    out = torch.empty((length, *front.shape[1:]), dtype=x.dtype)
+    collective(out, front)
+    return out.transpose(0, 1).contiguous()
+
+
 def all_gather_seq(x: torch.Tensor) -> torch.Tensor:
     """(B, T/t, C) on each rank -> (B, T, C), rank r's part at times [r T/t, (r+1) T/t)."""
     t = comm.get_world_size()
-    if t == 1:
-        return x
-    front = _to_front(x)
-    out = torch.empty((t * front.shape[0], *front.shape[1:]), dtype=x.dtype)
-    comm.all_gather_into_tensor(out, front)
-    return out.transpose(0, 1).contiguous()
+    return x if t == 1 else _along_seq(x, t * x.shape[1], comm.all_gather_into_tensor)
 
 
 def reduce_scatter_seq(x: torch.Tensor) -> torch.Tensor:
@@ -48,37 +51,23 @@ def reduce_scatter_seq(x: torch.Tensor) -> torch.Tensor:
     t = comm.get_world_size()
     if t == 1:
         return x
-    front = _to_front(x)
-    if front.shape[0] % t:
-        raise ValueError(f"sequence length {front.shape[0]} is not divisible by t={t}: sequence parallelism "
+    if x.shape[1] % t:
+        raise ValueError(f"sequence length {x.shape[1]} is not divisible by t={t}: sequence parallelism "
                          "needs T = a multiple of the tensor-parallel degree")
-    out = torch.empty((front.shape[0] // t, *front.shape[1:]), dtype=x.dtype)
-    comm.reduce_scatter_tensor(out, front)
-    return out.transpose(0, 1).contiguous()
+    return _along_seq(x, x.shape[1] // t, comm.reduce_scatter_tensor)
 
 
+# The two operators are each other's mirror image: what one does forward, the other does backward.
 class GatherFromSP(torch.autograd.Function):
     """SP's ``f``: all-gather along T forward, reduce-scatter backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return all_gather_seq(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return reduce_scatter_seq(grad)
+    forward = staticmethod(lambda ctx, x: all_gather_seq(x))
+    backward = staticmethod(lambda ctx, grad: reduce_scatter_seq(grad))
 
 
 class ReduceScatterToSP(torch.autograd.Function):
     """SP's ``g``: reduce-scatter along T forward, all-gather backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        return reduce_scatter_seq(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return all_gather_seq(grad)
+    forward = staticmethod(lambda ctx, x: reduce_scatter_seq(x))
+    backward = staticmethod(lambda ctx, grad: all_gather_seq(grad))
 
 
 def gather_from_sp(x: torch.Tensor) -> torch.Tensor:

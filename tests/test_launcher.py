@@ -115,16 +115,8 @@ def test_recv_from_a_rank_that_never_sends_is_a_deadlock_naming_rank_and_call():
 
 
 def test_ranks_in_different_collectives_end_with_a_clear_error():
-    def fn(rank, world_size):
-        t = torch.zeros(4)
-        if rank == 0:
-            comm.all_reduce(t)
-        else:
-            comm.broadcast(t, src=1)
-        return t
-
     with pytest.raises(DeadlockError) as e:  # unchecked: the mismatch shows as a deadlock
-        launch(fn, 2, timeout=2, check_collectives=False)
+        launch(_mismatched_op, 2, timeout=2, check_collectives=False)
     assert "all_reduce" in e.value.stuck[0] and "broadcast" in e.value.stuck[1]
     assert_no_leftovers()
 
