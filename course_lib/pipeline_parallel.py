@@ -34,7 +34,7 @@ from course_lib import comm
 from course_lib.allocation.chain_dp import chain_dp
 from course_lib.allocation.problem import Device, Links, Module, Problem
 from course_lib.model import GPT
-from course_lib.pipeline_schedules import Action, Schedule, validate
+from course_lib.pipeline_schedules import Action, Cost, Schedule, Timeline, validate
 
 Bounds = list[tuple[int, int]]
 
@@ -302,3 +302,35 @@ def owned_parameters(model: GPT, bounds: Bounds, schedule: Schedule, rank: int) 
     mine = {id(q) for s in range(rank, schedule.num_stages, schedule.p)
             for q in StageChunk(model, *bounds[s]).parameters()}
     return {n: q for n, q in model.named_parameters() if id(q) in mine}
+
+
+# ----------------------------------------------------------------------------- measured vs predicted
+def measured_timeline(schedule: Schedule, records: list[StepRecord]) -> Timeline:
+    """The ranks' measured events as one :class:`Timeline`, time 0 = the earliest start (all
+    ranks read the same monotonic clock: they run on one machine)."""
+    if len(records) != schedule.p:
+        raise ValueError(f"need one StepRecord per rank ({schedule.p}), got {len(records)}")
+    t0 = min(e[1] for rec in records for e in rec.events)
+    events = [[(a, s - t0, e - t0) for a, s, e in rec.events] for rec in records]
+    return Timeline(schedule, events, [rec.peak_in_flight for rec in records])
+
+
+def cost_model(seconds: list[float], bounds: Bounds, message_seconds: float = 0.0,
+               backward_share: float = 2 / 3) -> Cost:
+    """Predict each action's time from chapter 1's calibration: stage s takes
+    t_s = sum of its modules' measured forward+backward seconds (on one micro-batch), F is
+    (1 - backward_share) t_s and B the rest (t_B = 2 t_F: the backward computes two products per
+    forward one, Kaplan et al. 2020); split, B and W take half of it each; a message
+    ``message_seconds`` (alpha + bytes * beta of chapter 3)."""
+    stage = stage_times(seconds, bounds)
+
+    def cost(a: Action, schedule: Schedule) -> float:
+        t = stage[a.stage]
+        if a.kind == "F":
+            return (1 - backward_share) * t
+        if a.kind == "B":
+            return backward_share * t / (2 if schedule.split_backward else 1)
+        if a.kind == "W":
+            return backward_share * t / 2
+        return message_seconds if a.kind.startswith("RECV") else 0.0
+    return cost

@@ -85,6 +85,19 @@ def train_pipeline(rank: int, world_size: int, *, config: GPTConfig, schedule: s
             "params": {n: q.detach().clone() for n, q in mine.items()}}
 
 
+def train_pipelines(rank: int, world_size: int, *, schedules: list[str], **kwargs) -> dict[str, dict]:
+    """:func:`train_pipeline` once per schedule in one launch (the same seeded start each time);
+    also returns each run's communication counters."""
+    out = {}
+    for name in schedules:
+        comm.reset_stats()
+        res = train_pipeline(rank, world_size, schedule=name, **kwargs)
+        st = comm.get_stats()
+        res["sent_bytes"], res["sent_messages"] = st.sent_bytes, st.sent_messages
+        out[name] = res
+    return out
+
+
 # ----------------------------------------------------------------------------- PyTorch's pipelining
 class _TorchStage(nn.Module):
     """One stage for ``torch.distributed.pipelining.PipelineStage``: returns logits on the last stage."""
@@ -140,3 +153,9 @@ def torch_pipeline_loss(rank: int, world_size: int, *, config: GPTConfig, schedu
     grads = {n: q.grad.clone() for n, q in model.named_parameters() if id(q) in mine and q.grad is not None}
     loss = float(torch.stack([l.detach() for l in losses]).mean()) if losses else None
     return {"loss": loss, "grads": grads, "seconds": seconds}
+
+
+def torch_pipeline_losses(rank: int, world_size: int, *, schedules: tuple[str, ...] = TORCH_SCHEDULES,
+                          **kwargs) -> dict[str, dict]:
+    """:func:`torch_pipeline_loss` for each named PyTorch schedule, in one launch."""
+    return {name: torch_pipeline_loss(rank, world_size, schedule=name, **kwargs) for name in schedules}
