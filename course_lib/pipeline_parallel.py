@@ -34,7 +34,7 @@ from course_lib import comm
 from course_lib.allocation.chain_dp import chain_dp
 from course_lib.allocation.problem import Device, Links, Module, Problem
 from course_lib.model import GPT
-from course_lib.pipeline_schedules import Action, Cost, Schedule, Timeline, validate
+from course_lib.pipeline_schedules import Action, Cost, Schedule, Timeline, simulate, validate
 
 Bounds = list[tuple[int, int]]
 
@@ -142,9 +142,10 @@ class StepRecord:
     peak_in_flight: int
     peak_saved_bytes: int
     saved_bytes: dict = field(default_factory=dict)  # (mb, stage) -> bytes autograd saved in F
+    cpu_seconds: list = field(default_factory=list)  # per event: CPU time of this rank's thread in it
 
 
-class _SavedBytes:
+class SavedBytes:
     """Count the bytes autograd saves for backward (distinct storages, parameters excluded)."""
 
     def __init__(self, params: set[int]) -> None:
@@ -201,7 +202,7 @@ def run_schedule(schedule: Schedule, model: GPT, bounds: Bounds, x: torch.Tensor
     leaf_outputs: dict[tuple[int, int], list] = {}
     leaf_grads: dict[tuple[int, int], tuple] = {}
     saved: dict[tuple[int, int], int] = {}
-    works, events = [], []
+    works, events, cpu = [], [], []
     loss_sum = 0.0
     live = peak = live_bytes = peak_bytes = 0
 
@@ -215,7 +216,7 @@ def run_schedule(schedule: Schedule, model: GPT, bounds: Bounds, x: torch.Tensor
     try:
         for a in schedule.ranks[rank]:
             key = (a.mb, a.stage)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             if a.kind == "RECV_F":
                 buf = torch.empty(act_shape)
                 comm.recv(buf, a.peer, tag=message_tag(a, S))
@@ -223,7 +224,7 @@ def run_schedule(schedule: Schedule, model: GPT, bounds: Bounds, x: torch.Tensor
             elif a.kind == "F":
                 chunk = chunks[a.stage]
                 inp = xs[a.mb] if chunk.is_first else inputs[key]
-                counter = _SavedBytes(param_ptrs)
+                counter = SavedBytes(param_ptrs)
                 recording = [] if schedule.split_backward else None
                 with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
                     out = chunk(inp, ys[a.mb] if chunk.is_last else None, m)
@@ -259,6 +260,9 @@ def run_schedule(schedule: Schedule, model: GPT, bounds: Bounds, x: torch.Tensor
             elif a.kind == "SEND_B":
                 send(in_grads.pop(key), a)
             elif a.kind == "W":
+                # Per module, from its output and the gradient B saved for it to its own parameters:
+                # only the local products (dW = dy^T x, db, dgamma, ...) run. One call per module,
+                # not one for all: from a module's output autograd would also reach earlier modules.
                 for (mod, o), do in zip(leaf_outputs.pop(key), leaf_grads.pop(key)):
                     if do is None:
                         continue
@@ -269,13 +273,14 @@ def run_schedule(schedule: Schedule, model: GPT, bounds: Bounds, x: torch.Tensor
                 inputs.pop(key, None)
                 live, live_bytes = live - 1, live_bytes - saved[key]
             events.append((a, t0, time.perf_counter()))
+            cpu.append(time.thread_time() - c0)
         for w in works:
             w.wait()
     finally:
         for h in hooks:
             h.remove()
     last = any(c.is_last for c in chunks.values())
-    return StepRecord(rank, events, loss_sum if last else None, peak, peak_bytes, saved)
+    return StepRecord(rank, events, loss_sum if last else None, peak, peak_bytes, saved, cpu)
 
 
 def sync_tied_grads(model: GPT, schedule: Schedule, rank: int | None = None) -> None:
@@ -313,6 +318,17 @@ def measured_timeline(schedule: Schedule, records: list[StepRecord]) -> Timeline
     t0 = min(e[1] for rec in records for e in rec.events)
     events = [[(a, s - t0, e - t0) for a, s, e in rec.events] for rec in records]
     return Timeline(schedule, events, [rec.peak_in_flight for rec in records])
+
+
+def replay_cpu_costs(schedule: Schedule, records: list[StepRecord], message_seconds: float = 0.0) -> Timeline:
+    """The run as it would have gone with one core per rank: simulate ``schedule`` with each compute
+    action lasting the CPU time its rank's thread actually spent in it (a measured cost that does
+    not grow when ranks share a core, unlike wall time) and each message ``message_seconds``."""
+    cpu = {a: c for rec in records for (a, _, _), c in zip(rec.events, rec.cpu_seconds) if a.is_compute}
+
+    def cost(a: Action, sched: Schedule) -> float:
+        return cpu[a] if a.is_compute else (message_seconds if a.kind.startswith("RECV") else 0.0)
+    return simulate(schedule, cost)
 
 
 def cost_model(seconds: list[float], bounds: Bounds, message_seconds: float = 0.0,

@@ -9,7 +9,7 @@ import torch
 
 from course_lib.launcher import launch
 from course_lib.model import GPTConfig
-from course_lib.pipeline_parallel import split_balanced, split_uniform, stage_times
+from course_lib.pipeline_parallel import replay_cpu_costs, split_balanced, split_uniform, stage_times
 from course_lib.pipeline_schedules import (Action, Schedule, ScheduleDeadlock, bubble_formula, gpipe,
                                            in_flight_formula, interleaved_1f1b, make_schedule,
                                            one_f_one_b, simulate, unit_cost, validate, zero_bubble_h1)
@@ -98,6 +98,8 @@ def _check_against_reference(out, cfg, p):
         assert seen == set(ref["grads"]), (name, set(ref["grads"]) - seen)
         # the executed order on each rank is the simulated one, and so are the in-flight peaks
         sim = simulate(sched)
+        replay = replay_cpu_costs(sched, [run["record"] for run in runs])
+        assert replay.order(0) == sim.order(0) and 0 < replay.bubble() < 1
         for r, run in enumerate(runs):
             assert [str(a) for a, _, _ in run["record"].events] == sim.order(r), (name, r)
             assert run["record"].peak_in_flight == sim.in_flight[r], (name, r)

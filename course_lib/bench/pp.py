@@ -1,11 +1,15 @@
 """``./course bench pp``: every pipeline schedule on real ranks: measured and theoretical bubble,
 peak activation memory per stage, and the cost model's predicted step time against the measured one.
 
-How the bubble is measured: each rank timestamps every action; busy = wall time inside its F, B and
-W; bubble = mean over ranks of 1 - busy / step time. With more ranks than free cores, ranks that
-compute at the same time share a core, so an op lasts longer when its neighbours are busy too: the
-measured bubble then differs from the formula for reasons the formula does not model (see the
-notes the table prints).
+How the bubble is measured, two ways:
+
+* wall: each rank timestamps every action; busy = wall time inside its F, B and W; bubble = mean over
+  ranks of 1 - busy / step time. With more ranks (or other users' processes) than cores, ranks that
+  compute at the same time share a core, so an op lasts longer when its neighbours are busy too,
+  which the formulas (constant op times) do not model;
+* cpu: the same run replayed by the simulator with each op lasting the CPU time its thread really
+  spent in it (which does not stretch when a core is shared) and each message the measured gloo
+  latency: the bubble this run's real op costs give with one core per rank.
 """
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ from course_lib.allocation.calibrate import profile_gpt
 from course_lib.alpha_beta import measure_point_to_point
 from course_lib.launcher import launch
 from course_lib.model import GPTConfig
-from course_lib.pipeline_parallel import (cost_model, measured_timeline, split_balanced, split_uniform,
-                                          stage_times)
+from course_lib.pipeline_parallel import (cost_model, measured_timeline, replay_cpu_costs, split_balanced,
+                                          split_uniform, stage_times)
 from course_lib.pipeline_schedules import bubble_formula, in_flight_formula, make_schedule, simulate
 from course_lib.runs.pipeline_parallel import build_model, train_pipeline
 from course_lib.tables import format_table
@@ -27,9 +31,9 @@ from course_lib.tables import format_table
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")
 
 
-def bench_config(n_layer: int = 8) -> GPTConfig:
+def bench_config(n_layer: int = 8, vocab_size: int = 64) -> GPTConfig:
     """Wide enough that a stage's compute dwarfs a gloo message (milliseconds against ~0.1 ms)."""
-    return GPTConfig(vocab_size=64, block_size=64, n_layer=n_layer, n_head=4, n_embd=128)
+    return GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=n_layer, n_head=4, n_embd=128)
 
 
 def run(p: int = 4, m: int = 8, v: int = 2, batch_size: int = 32, steps: int = 3) -> tuple[list[dict], list[str]]:
@@ -49,24 +53,28 @@ def run(p: int = 4, m: int = 8, v: int = 2, batch_size: int = 32, steps: int = 3
         pred = simulate(sched, cost_model(seconds, bounds, msg))
         theory = bubble_formula(name, p, m, v)
         mem = [o["record"].peak_saved_bytes / 2 ** 20 for o in out]
-        rows.append(dict(schedule=name, bubble_meas=100 * tl.bubble(), bubble_theory=100 * theory,
+        cpu = replay_cpu_costs(sched, [o["record"] for o in out], msg)
+        rows.append(dict(schedule=name, bubble_wall=100 * tl.bubble(), bubble_cpu=100 * cpu.bubble(),
+                         bubble_theory=100 * theory,
                          bubble_model=100 * pred.bubble(),
                          inflight_s0=out[0]["record"].peak_in_flight,
                          inflight_formula=in_flight_formula(name, p, m) if name != "interleaved" else "-",
                          peak_act_MiB=" ".join(f"{x:.1f}" for x in mem),
                          step_pred_ms=1e3 * pred.makespan, step_meas_ms=1e3 * tl.makespan,
                          err=100 * (pred.makespan - tl.makespan) / tl.makespan))
-    # uniform against chain-DP split, 1F1B (one chunk per rank)
-    uni = split_uniform(cfg.n_layer, p)
-    bal = split_balanced(seconds, p)
-    for label, bounds in (("uniform", uni), ("chain-DP", bal)):
-        out = launch(train_pipeline, p, config=cfg, schedule="1f1b", m=m, steps=steps, warmup=1,
+    # uniform against chain-DP split, 1F1B, on a 4096-token vocabulary (a head as costly as 2 blocks)
+    big = bench_config(n_layer=p * v, vocab_size=4096)
+    big_seconds = [lp.seconds for lp in profile_gpt(build_model(big), batch_size=mb, repeats=5)]
+    for label, bounds in (("uniform", split_uniform(big.n_layer, p)), ("chain-DP", split_balanced(big_seconds, p))):
+        out = launch(train_pipeline, p, config=big, schedule="1f1b", m=m, steps=steps, warmup=1,
                      batch_size=batch_size, bounds=bounds, timeout=300)
-        tl = measured_timeline(make_schedule("1f1b", p, m), [o["record"] for o in out])
-        pred = simulate(make_schedule("1f1b", p, m), cost_model(seconds, bounds, msg))
-        notes.append(f"1F1B, {label} split {bounds}: slowest stage {1e3 * max(stage_times(seconds, bounds)):.2f} ms "
-                     f"(fwd+bwd, calibrated), step predicted {1e3 * pred.makespan:.1f} ms, "
-                     f"measured {1e3 * tl.makespan:.1f} ms")
+        sched = make_schedule("1f1b", p, m)
+        recs = [o["record"] for o in out]
+        pred = simulate(sched, cost_model(big_seconds, bounds, msg))
+        notes.append(f"vocab 4096, 1F1B, {label} split {bounds}: slowest stage "
+                     f"{1e3 * max(stage_times(big_seconds, bounds)):.2f} ms (calibrated fwd+bwd); step predicted "
+                     f"{1e3 * pred.makespan:.1f} ms, cpu replay {1e3 * replay_cpu_costs(sched, recs, msg).makespan:.1f} ms, "
+                     f"measured wall {1e3 * measured_timeline(sched, recs).makespan:.1f} ms")
     notes.append(f"calibration: module fwd+bwd ms {[round(1e3 * s, 2) for s in seconds]}; one {act} B "
                  f"activation message {1e6 * msg:.0f} us (gloo ping-pong)")
     notes.append(f"{p} ranks on {os.cpu_count()} cores: with more ranks than cores, concurrent ops share a "
@@ -84,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     rows, notes = run(args.p, args.m, args.v, steps=args.steps)
     print(f"pipeline schedules, p={args.p}, m={args.m}, v={args.v} (interleaved); bubble in % of the step")
-    print(format_table(rows, {"bubble_meas": "{:.1f}", "bubble_theory": "{:.1f}", "bubble_model": "{:.1f}",
+    print(format_table(rows, {"bubble_wall": "{:.1f}", "bubble_cpu": "{:.1f}", "bubble_theory": "{:.1f}",
+                              "bubble_model": "{:.1f}",
                               "step_pred_ms": "{:.1f}", "step_meas_ms": "{:.1f}", "err": "{:+.0f}%"}))
     print("\n" + "\n".join(notes))
 
