@@ -350,3 +350,40 @@ def cost_model(seconds: list[float], bounds: Bounds, message_seconds: float = 0.
             return backward_share * t / 2
         return message_seconds if a.kind.startswith("RECV") else 0.0
     return cost
+
+
+def profile_stages(model: GPT, bounds: Bounds, x: torch.Tensor, y: torch.Tensor, m: int,
+                   repeats: int = 5) -> list[tuple[float, float]]:
+    """Per stage, (t_F, t_B) of one micro-batch of ``(x, y)`` cut in m, in CPU seconds of this thread
+    (the minimum over ``repeats`` runs after one warm-up): what the stage itself costs, unaffected by
+    other processes sharing the core. Feed it to :func:`stage_cost_model`."""
+    xi, yi = x.chunk(m)[0], y.chunk(m)[0]
+    h, out = xi, []
+    for a, b in bounds:
+        chunk = StageChunk(model, a, b)
+        fs, bs = [], []
+        for _ in range(repeats + 1):
+            inp = h if chunk.is_first else h.detach().requires_grad_()
+            c0 = time.thread_time()
+            o = chunk(inp, yi if chunk.is_last else None, m)
+            c1 = time.thread_time()
+            o.backward(None if chunk.is_last else torch.ones_like(o))
+            fs.append(c1 - c0)
+            bs.append(time.thread_time() - c1)
+        model.zero_grad(set_to_none=True)
+        out.append((min(fs[1:]), min(bs[1:])))
+        h = o.detach()
+    return out
+
+
+def stage_cost_model(stage_costs: list[tuple[float, float]], message_seconds: float = 0.0) -> Cost:
+    """Cost function for the simulator from measured per-stage (t_F, t_B) (:func:`profile_stages`);
+    a split backward gives B and W half of t_B each; a message costs ``message_seconds``."""
+    def cost(a: Action, schedule: Schedule) -> float:
+        t_f, t_b = stage_costs[a.stage]
+        if a.kind == "F":
+            return t_f
+        if a.kind in ("B", "W"):
+            return t_b / 2 if schedule.split_backward else t_b
+        return message_seconds if a.kind.startswith("RECV") else 0.0
+    return cost

@@ -289,7 +289,7 @@ def validate(schedule: Schedule) -> None:
                 book = sends if a.kind.startswith("SEND") else recvs
                 msg = a.message()
                 if msg in book:
-                    raise ValueError(f"rank {r}: message {msg} is {a.kind[:4].lower()}t twice")
+                    raise ValueError(f"rank {r}: message {msg} is {'sent' if book is sends else 'received'} twice")
                 book[msg] = (r, a)
         for s in range(r, sch.num_stages, sch.p):
             for i in range(sch.m):

@@ -113,3 +113,12 @@ def test_q2_gpipe_order_and_missing_division_fail():
         ch06.check_two_stage(lambda r, w, j: two_stage(r, w, j, gpipe=True))
     with pytest.raises(CheckFailed, match="m = 4 times too large"):
         ch06.check_two_stage(lambda r, w, j: two_stage(r, w, j, divide=False))
+
+
+def test_calling_the_course_implementation_is_refused():
+    from course_lib.pipeline_schedules import one_f_one_b
+
+    def borrowed(rank, p, m):
+        return [(a.kind, a.mb) for a in one_f_one_b(p, m).ranks[rank] if a.is_compute]
+    with pytest.raises(CheckFailed, match="calls the course's one_f_one_b"):
+        ch06.check_one_f_one_b(borrowed)

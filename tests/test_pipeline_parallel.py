@@ -131,3 +131,14 @@ def test_same_loss_and_gradients_as_torch_pipelining():
         for name, res in r.items():
             for n, g in res["grads"].items():
                 torch.testing.assert_close(g, ref["grads"][n], atol=1e-7, rtol=1e-5, msg=f"{name} {n}")
+
+
+def test_stage_profile_feeds_the_simulator():
+    from course_lib.pipeline_parallel import profile_stages, stage_cost_model
+    from course_lib.runs.pipeline_parallel import build_model, make_batches
+    x, y = make_batches(CFG2, 8, 1)[0]
+    costs = profile_stages(build_model(CFG2), split_uniform(CFG2.n_layer, 2), x, y, m=4, repeats=2)
+    assert len(costs) == 2 and all(f > 0 and b > 0 for f, b in costs)
+    # equal stages, t_B = 2 t_F: the cost model reproduces the formula
+    tl = simulate(one_f_one_b(4, 8), stage_cost_model([(1.0, 2.0)] * 4))
+    assert tl.bubble() == pytest.approx(bubble_formula("1f1b", 4, 8))

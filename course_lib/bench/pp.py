@@ -1,5 +1,7 @@
 """``./course bench pp``: every pipeline schedule on real ranks: measured and theoretical bubble,
-peak activation memory per stage, and the cost model's predicted step time against the measured one.
+peak activation memory per stage, and the cost model's predicted step time against the measured one. The cost model: each stage's
+forward and backward timed alone on one micro-batch (CPU time, :func:`profile_stages`), one gloo
+message per hop (ping-pong), replayed by the simulator.
 
 How the bubble is measured, two ways:
 
@@ -22,10 +24,10 @@ from course_lib.allocation.calibrate import profile_gpt
 from course_lib.alpha_beta import measure_point_to_point
 from course_lib.launcher import launch
 from course_lib.model import GPTConfig
-from course_lib.pipeline_parallel import (cost_model, measured_timeline, replay_cpu_costs, split_balanced,
-                                          split_uniform, stage_times)
+from course_lib.pipeline_parallel import (cost_model, measured_timeline, profile_stages, replay_cpu_costs,
+                                          split_balanced, split_uniform, stage_cost_model, stage_times)
 from course_lib.pipeline_schedules import bubble_formula, in_flight_formula, make_schedule, simulate
-from course_lib.runs.pipeline_parallel import build_model, train_pipeline
+from course_lib.runs.pipeline_parallel import build_model, make_batches, train_pipeline
 from course_lib.tables import format_table
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")
@@ -50,7 +52,8 @@ def run(p: int = 4, m: int = 8, v: int = 2, batch_size: int = 32, steps: int = 3
         out = launch(train_pipeline, p, config=cfg, schedule=name, m=m, v=v, steps=steps, warmup=1,
                      batch_size=batch_size, bounds=bounds, timeout=300)
         tl = measured_timeline(sched, [o["record"] for o in out])
-        pred = simulate(sched, cost_model(seconds, bounds, msg))
+        x, y = make_batches(cfg, batch_size, 1)[0]
+        pred = simulate(sched, stage_cost_model(profile_stages(build_model(cfg), bounds, x, y, m), msg))
         theory = bubble_formula(name, p, m, v)
         mem = [o["record"].peak_saved_bytes / 2 ** 20 for o in out]
         cpu = replay_cpu_costs(sched, [o["record"] for o in out], msg)
