@@ -387,3 +387,11 @@ def stage_cost_model(stage_costs: list[tuple[float, float]], message_seconds: fl
             return t_b / 2 if schedule.split_backward else t_b
         return message_seconds if a.kind.startswith("RECV") else 0.0
     return cost
+
+
+def module_seconds(model: GPT, x: torch.Tensor, y: torch.Tensor, m: int, repeats: int = 5) -> list[float]:
+    """Per module of the chain (embed, blocks, head), forward + backward CPU seconds on one micro-batch:
+    :func:`profile_stages` with one module per stage. The CPU-time counterpart of chapter 1's
+    ``calibrate.profile_gpt`` (wall time), for :func:`split_balanced` on a busy machine."""
+    chain = [(j, j + 1) for j in range(len(model.blocks) + 2)]
+    return [t_f + t_b for t_f, t_b in profile_stages(model, chain, x, y, m, repeats)]

@@ -20,12 +20,12 @@ import os
 
 import torch
 
-from course_lib.allocation.calibrate import profile_gpt
 from course_lib.alpha_beta import measure_point_to_point
 from course_lib.launcher import launch
 from course_lib.model import GPTConfig
 from course_lib.pipeline_parallel import (cost_model, measured_timeline, profile_stages, replay_cpu_costs,
-                                          split_balanced, split_uniform, stage_cost_model, stage_times)
+                                          module_seconds, split_balanced, split_uniform, stage_cost_model,
+                                          stage_times)
 from course_lib.pipeline_schedules import bubble_formula, in_flight_formula, make_schedule, simulate
 from course_lib.runs.pipeline_parallel import build_model, make_batches, train_pipeline
 from course_lib.tables import format_table
@@ -42,7 +42,8 @@ def run(p: int = 4, m: int = 8, v: int = 2, batch_size: int = 32, steps: int = 3
     cfg = bench_config(n_layer=p * v)
     mb = batch_size // m
     torch.set_num_threads(1)
-    seconds = [lp.seconds for lp in profile_gpt(build_model(cfg), batch_size=mb, repeats=5)]
+    x, y = make_batches(cfg, batch_size, 1)[0]
+    seconds = module_seconds(build_model(cfg), x, y, m)
     act = mb * cfg.block_size * cfg.n_embd * 4
     _, (msg,) = measure_point_to_point([act], repeats=20)
     rows, notes = [], []
@@ -52,7 +53,6 @@ def run(p: int = 4, m: int = 8, v: int = 2, batch_size: int = 32, steps: int = 3
         out = launch(train_pipeline, p, config=cfg, schedule=name, m=m, v=v, steps=steps, warmup=1,
                      batch_size=batch_size, bounds=bounds, timeout=300)
         tl = measured_timeline(sched, [o["record"] for o in out])
-        x, y = make_batches(cfg, batch_size, 1)[0]
         pred = simulate(sched, stage_cost_model(profile_stages(build_model(cfg), bounds, x, y, m), msg))
         theory = bubble_formula(name, p, m, v)
         mem = [o["record"].peak_saved_bytes / 2 ** 20 for o in out]
@@ -69,18 +69,19 @@ def run(p: int = 4, m: int = 8, v: int = 2, batch_size: int = 32, steps: int = 3
                          err_vs_wall=100 * (pred.makespan - tl.makespan) / tl.makespan))
     # uniform against chain-DP split, 1F1B, on a 4096-token vocabulary (a head as costly as 2 blocks)
     big = bench_config(n_layer=p * v, vocab_size=4096)
-    big_seconds = [lp.seconds for lp in profile_gpt(build_model(big), batch_size=mb, repeats=5)]
+    xb, yb = make_batches(big, batch_size, 1)[0]
+    big_seconds = module_seconds(build_model(big), xb, yb, m)
     for label, bounds in (("uniform", split_uniform(big.n_layer, p)), ("chain-DP", split_balanced(big_seconds, p))):
         out = launch(train_pipeline, p, config=big, schedule="1f1b", m=m, steps=steps, warmup=1,
                      batch_size=batch_size, bounds=bounds, timeout=300)
         sched = make_schedule("1f1b", p, m)
         recs = [o["record"] for o in out]
-        pred = simulate(sched, cost_model(big_seconds, bounds, msg))
+        pred = simulate(sched, cost_model(big_seconds, bounds, msg))  # t_F : t_B = 1 : 2 of each module's total
         notes.append(f"vocab 4096, 1F1B, {label} split {bounds}: slowest stage "
-                     f"{1e3 * max(stage_times(big_seconds, bounds)):.2f} ms (calibrated fwd+bwd); step predicted "
+                     f"{1e3 * max(stage_times(big_seconds, bounds)):.2f} ms (fwd+bwd CPU, per module); step predicted "
                      f"{1e3 * pred.makespan:.1f} ms, cpu replay {1e3 * replay_cpu_costs(sched, recs, msg).makespan:.1f} ms, "
                      f"measured wall {1e3 * measured_timeline(sched, recs).makespan:.1f} ms")
-    notes.append(f"calibration: module fwd+bwd ms {[round(1e3 * s, 2) for s in seconds]}; one {act} B "
+    notes.append(f"calibration: module fwd+bwd CPU ms {[round(1e3 * s, 2) for s in seconds]}; one {act} B "
                  f"activation message {1e6 * msg:.0f} us (gloo ping-pong)")
     notes.append(f"{p} ranks on {os.cpu_count()} cores: with more ranks than cores, concurrent ops share a "
                  "core and stretch, which the formulas (equal, constant op times) do not model")
