@@ -113,43 +113,53 @@ class _TorchStage(nn.Module):
         return model.head(h) if c.is_last else h
 
 
-TORCH_SCHEDULES = ("ScheduleGPipe", "Schedule1F1B", "ScheduleInterleaved1F1B", "ScheduleInterleavedZeroBubble")
+TORCH_SCHEDULES = ("ScheduleGPipe", "Schedule1F1B", "ScheduleInterleaved1F1B", "ScheduleLoopedBFS",
+                   "ScheduleInterleavedZeroBubble", "ScheduleZBVZeroBubble", "ScheduleDualPipeV")
+V_SHAPED = ("ScheduleZBVZeroBubble", "ScheduleDualPipeV")  # rank r holds stages r and 2p-1-r
 
 
 def torch_pipeline_loss(rank: int, world_size: int, *, config: GPTConfig, schedule: str = "Schedule1F1B",
                         m: int = 4, v: int = 1, batch_size: int = 8, seed: int = 0) -> dict:
     """One step of ``torch.distributed.pipelining`` on the same stages and batch: returns the mean
     micro-batch loss (last stage) and the gradients of this rank's parameters (summed over the
-    tied copies, as ours), for comparison with :func:`train_pipeline`."""
+    tied copies, as ours), for comparison with :func:`train_pipeline`. Looped schedules put stage s
+    on rank s % p (v per rank); V-shaped ones (ZBV, DualPipeV) put stages r and 2p-1-r on rank r."""
     from torch.distributed import pipelining as tpp
 
     if schedule not in TORCH_SCHEDULES:
         raise ValueError(f"schedule must be one of {TORCH_SCHEDULES}, got {schedule!r}")
-    multi = schedule in ("ScheduleInterleaved1F1B", "ScheduleInterleavedZeroBubble")
+    multi = schedule not in ("ScheduleGPipe", "Schedule1F1B")
+    if schedule in V_SHAPED:
+        v = 2
     S = world_size * (v if multi else 1)
     bounds = split_uniform(config.n_layer, S)
     model = build_model(config, seed)
     x, y = make_batches(config, batch_size, 1, seed)[0]
-    stages = [tpp.PipelineStage(_TorchStage(model, *bounds[s]), s, S, torch.device("cpu"))
-              for s in range(rank, S, world_size)]
+    mine = [rank, S - 1 - rank] if schedule in V_SHAPED else list(range(rank, S, world_size))
+    stages = [tpp.PipelineStage(_TorchStage(model, *bounds[s]), s, S, torch.device("cpu")) for s in mine]
 
     def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return GPT.loss_fn(logits, target)
 
     cls = getattr(tpp, schedule)
     sched = cls(stages if multi else stages[0], n_microbatches=m, loss_fn=loss_fn)
-    last = (S - 1) % world_size == rank
+    last = any(s == S - 1 for s in mine)
     losses: list = []
     t0 = time.perf_counter()
-    if rank == 0:
+    if 0 in mine:
         sched.step(x, target=y if last else None, losses=losses if last else None)
     elif last:
         sched.step(target=y, losses=losses)
     else:
         sched.step()
     seconds = time.perf_counter() - t0
-    sync_tied_grads(model, Schedule("torch", world_size, m, S // world_size, [[] for _ in range(world_size)]))
+    if schedule not in V_SHAPED:  # V-shaped: the first and the last stage share rank 0 and the matrix
+        sync_tied_grads(model, Schedule("torch", world_size, m, S // world_size, [[] for _ in range(world_size)]))
     mine = {id(q) for st in stages for q in st.submod.parameters()}
+    if schedule in V_SHAPED and model.config.tie_weights:
+        # Rank 0 holds both stages that use the tied matrix, and PyTorch divides each stage's
+        # gradients by m after the step: the shared one twice. Compare the untied parameters only.
+        mine.discard(id(model.tok_emb.weight))
     grads = {n: q.grad.clone() for n, q in model.named_parameters() if id(q) in mine and q.grad is not None}
     loss = float(torch.stack([l.detach() for l in losses]).mean()) if losses else None
     return {"loss": loss, "grads": grads, "seconds": seconds}
