@@ -15,6 +15,7 @@ BENCHMARKS = {
     "collectives": ("course_lib.bench.collectives", "chapter 3: course ring vs gloo, 16M float32, 2/4/8 ranks"),
     "ddp": ("course_lib.bench.ddp", "chapter 4: course DDP vs torch DDP step time, overlap gain, ZeRO memory"),
     "tp": ("course_lib.bench.tp", "chapter 5: tensor-parallel GPT step time vs prediction, bytes, memory per rank"),
+    "pp": ("course_lib.bench.pp", "chapter 6: pipeline schedules: measured vs theoretical bubble, memory, step time"),
 }
 
 
