@@ -115,9 +115,15 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(xs), q[2]
 
 
-def time_algorithms(rank: int, world_size: int, sizes: list[int], repeats: int) -> dict[str, list[list[float]]]:
+def time_algorithms(rank: int, world_size: int, sizes: list[int], repeats: int,
+                    algorithms: list[str] | None = None) -> dict[str, list[list[float]]]:
     """Worker: seconds of each all-reduce (course algorithms and gloo's) per size and repetition."""
     algos = dict(ALL_REDUCE, gloo=lambda t: comm.all_reduce(t))
+    if algorithms is not None:
+        unknown = set(algorithms) - set(algos)
+        if unknown:
+            raise ValueError(f"unknown algorithms {sorted(unknown)}; choose from {sorted(algos)}")
+        algos = {name: algos[name] for name in algorithms}
     out: dict[str, list[list[float]]] = {name: [] for name in algos}
     for n in sizes:
         x = torch.randn(max(1, n // 4), generator=torch.Generator().manual_seed(rank))
@@ -132,8 +138,12 @@ def time_algorithms(rank: int, world_size: int, sizes: list[int], repeats: int) 
     return out
 
 
-def measure_algorithms(p: int, sizes: list[int], repeats: int = 3, timeout: float = 120) -> dict[str, list[float]]:
-    """Median over repetitions of the slowest rank's time, per algorithm and message size (bytes)."""
-    res = launch(time_algorithms, p, sizes=sizes, repeats=repeats, timeout=timeout)
+def measure_algorithms(p: int, sizes: list[int], repeats: int = 3, timeout: float = 120,
+                       algorithms: list[str] | None = None) -> dict[str, list[float]]:
+    """Median over repetitions of the slowest rank's time, per algorithm and message size (bytes).
+
+    ``algorithms``: names from :data:`course_lib.collectives.ALL_REDUCE` and ``"gloo"`` (default: all).
+    """
+    res = launch(time_algorithms, p, sizes=sizes, repeats=repeats, timeout=timeout, algorithms=algorithms)
     return {name: [statistics.median(max(r[name][k][i] for r in res) for i in range(repeats))
                    for k in range(len(sizes))] for name in res[0]}
