@@ -115,7 +115,7 @@ def fit_alpha_beta(nbytes, seconds) -> AlphaBeta:
 
 
 # ----------------------------------------------------------------------------- predicting
-ALGORITHMS = ("naive", "tree", "recursive_doubling", "ring", "reduce_scatter", "all_gather")
+ALGORITHMS = ("naive", "tree", "recursive_doubling", "ring", "rabenseifner", "reduce_scatter", "all_gather")
 
 
 def _concurrent(algorithm: str, p: int) -> float:
@@ -131,6 +131,9 @@ def predict(algorithm: str, nbytes: float, p: int, model: AlphaBeta, cores: int 
     * recursive doubling:                      ``log2 p (alpha + n beta)``, two more steps if p is
       not a power of two
     * ring:                                    ``2(p-1) alpha + 2 (p-1)/p n beta``
+    * Rabenseifner (halving, then doubling):   ``2 log2 p alpha + 2 (p-1)/p n beta`` for p a power
+      of two; otherwise p' = 2^floor(log2 p) ranks run it after a pairwise fold, which costs two
+      more whole-vector steps: ``2 log2 p' alpha + 2 (p'-1)/p' n beta + 2 (alpha + n beta)``
     * ring reduce-scatter or all-gather:       ``(p-1) alpha + (p-1)/p n beta``
 
     (Thakur, Rabenseifner & Gropp 2005; the ring's bandwidth term ``2(p-1)/p n beta`` is the
@@ -163,4 +166,8 @@ def predict(algorithm: str, nbytes: float, p: int, model: AlphaBeta, cores: int 
         return (int(math.log2(p)) + folds) * (a + n * b)
     if algorithm == "ring":
         return 2 * (p - 1) * a + 2 * (p - 1) / p * n * b
+    if algorithm == "rabenseifner":
+        p2 = 1 << (p.bit_length() - 1)
+        fold = 0.0 if p2 == p else 2 * (a + n * b)
+        return 2 * math.log2(p2) * a + 2 * (p2 - 1) / p2 * n * b + fold
     return (p - 1) * a + (p - 1) / p * n * b  # reduce_scatter, all_gather

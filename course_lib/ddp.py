@@ -7,12 +7,12 @@
 Three steps, each a lesson of chapter 4:
 
 1. :func:`broadcast_parameters`: every replica starts from rank 0's weights.
-2. :class:`DataParallel`: the all-reduce of gradients, in *buckets* launched from autograd
+2. :class:`BucketedDDP`: the all-reduce of gradients, in *buckets* launched from autograd
    hooks while the backward pass is still computing earlier layers (overlap), as in
    PyTorch DDP (Li et al. 2020, "PyTorch Distributed: Experiences on Accelerating Data
    Parallel Training", VLDB). Buckets follow the *reverse* parameter order, the order in
    which backward produces gradients.
-3. :meth:`DataParallel.no_sync`: gradient accumulation over micro-batches, communicating
+3. :meth:`BucketedDDP.no_sync`: gradient accumulation over micro-batches, communicating
    only on the last one.
 
 All communication goes through :mod:`course_lib.comm`, so the bytes are counted: one step
@@ -91,21 +91,24 @@ class StepTimeline:
     wait_end: float | None = None  # gradients averaged, optimizer may step
 
 
-class DataParallel(nn.Module):
+class BucketedDDP(nn.Module):
     """DDP from scratch: ``loss.backward()`` returns with gradients averaged over the ranks.
 
     ``g <- (1/p) sum_r g_r`` per bucket; buckets of at most ``bucket_cap_bytes`` in reverse
     parameter order; with ``overlap=True`` each bucket's ``all_reduce(async_op=True)`` starts
     from the post-accumulate-grad hook of its last parameter, while backward goes on with
     earlier layers; with ``overlap=False`` all buckets start after backward (the baseline).
-    Li et al. 2020 (PyTorch DDP, VLDB), sec. 3.2.
+    Li et al. 2020 (PyTorch DDP, VLDB), sec. 3.2. It is the course's version of
+    ``torch.nn.parallel.DistributedDataParallel`` (one process per rank), not of
+    ``torch.nn.DataParallel`` (one process, threads, one replica per GPU): both are data
+    parallelism, neither is model parallelism.
     """
 
     def __init__(self, module: nn.Module, bucket_cap_bytes: int = DEFAULT_BUCKET_CAP_BYTES,
                  overlap: bool = True, broadcast: bool = True) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
-            raise TypeError(f"DataParallel wraps an nn.Module, got {type(module).__name__}")
+            raise TypeError(f"BucketedDDP wraps an nn.Module, got {type(module).__name__}")
         self.module = module
         self.world_size = comm.get_world_size()
         self.overlap = overlap

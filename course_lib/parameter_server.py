@@ -231,6 +231,32 @@ def staleness_bound(n_workers: int, s: int) -> int:
 
 
 # ----------------------------------------------------------------------------- the PS run
+def delayed_gd_critical_step(tau: int, iters: int = 60) -> float:
+    """The largest stable ``eta h`` of gradient descent whose gradient is ``tau`` steps old, on ``f = h w^2 / 2``.
+
+    ``w_{t+1} = w_t - eta h w_{t - tau}`` is stable iff ``0 < eta h < 2 sin(pi / (2 (2 tau + 1)))``
+    (Levin & May 1976): 2 for tau = 0, 1 for tau = 1, about ``pi / (2 tau)`` for large tau, so the
+    usable step falls as 1/tau. Computed here without the formula, by bisection on the spectral
+    radius of the recursion's companion matrix, so the closed form can be checked against it.
+    """
+    if not isinstance(tau, int) or tau < 0:
+        raise ValueError(f"tau must be an int >= 0 (steps of delay), got {tau!r}")
+
+    def radius(a: float) -> float:  # state (w_t, ..., w_{t - tau})
+        c = torch.zeros(tau + 1, tau + 1, dtype=torch.float64)
+        c[0, 0] = 1.0
+        c[0, -1] -= a
+        for i in range(1, tau + 1):
+            c[i, i - 1] = 1.0
+        return torch.linalg.eigvals(c).abs().max().item()
+
+    lo, hi = 0.0, 2.5
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if radius(mid) < 1 else (lo, mid)
+    return lo
+
+
 def _check_args(world_size: int, n_servers: int, mode: str, steps: int, lr: float) -> int:
     if mode not in ("sync", "async", "ssp"):
         raise ValueError(f"mode must be 'sync', 'async' or 'ssp', got {mode!r}")

@@ -17,7 +17,7 @@ import torch
 from course_lib.collectives import ring_bytes_sent
 from course_lib.configs import small_config
 from course_lib.data import load_dataset
-from course_lib.ddp import DataParallel, assign_buckets
+from course_lib.ddp import BucketedDDP, assign_buckets
 from course_lib.runs.data_parallel import train_data_parallel, train_single
 from course_lib.launcher import WorkerError, launch
 from course_lib.model import GPT
@@ -93,7 +93,7 @@ def test_bad_inputs_explain_themselves():
     with pytest.raises(ValueError, match="bucket_cap_bytes must be a positive int"):
         assign_buckets([torch.nn.Parameter(torch.ones(2))], 0)
     with pytest.raises(TypeError, match="wraps an nn.Module"):
-        DataParallel(torch.ones(3))
+        BucketedDDP(torch.ones(3))
     with pytest.raises(WorkerError, match="multiple of 4"):
         launch(train_data_parallel, 2, config=CFG, steps=1, batch_size=6, bucket_cap_bytes=CAP, micro_batches=2)
 

@@ -1,4 +1,4 @@
-"""Chapter 3: the course's ring collectives against gloo's built-in ones, in the same run.
+"""Chapter 3: the course's ring and Rabenseifner collectives against gloo's built-in ones, in the same run.
 
     ./course bench collectives              # 16M float32 (64 MB), p = 2, 4, 8
     ./course bench collectives --quick      # 1M float32, p = 2, 4: a few seconds

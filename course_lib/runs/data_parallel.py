@@ -17,7 +17,7 @@ import torch.nn as nn
 from course_lib import comm
 from course_lib.comm_hooks import ring_allreduce_hook
 from course_lib.data import get_batch, get_batch_shard, load_dataset
-from course_lib.ddp import DEFAULT_BUCKET_CAP_BYTES, DataParallel
+from course_lib.ddp import DEFAULT_BUCKET_CAP_BYTES, BucketedDDP
 from course_lib.model import GPT, GPTConfig
 from course_lib.train import make_optimizer, train_step
 from course_lib.update_rules import flat_params
@@ -56,7 +56,7 @@ def train_data_parallel(rank: int, world_size: int, config: GPTConfig, steps: in
     """One rank of data-parallel training on its ``batch_size / world_size`` rows of each
     global batch (drawn exactly as :func:`train_single` draws them).
 
-    ``impl``: ``"course"`` (:class:`DataParallel`), ``"torch"``
+    ``impl``: ``"course"`` (:class:`BucketedDDP`), ``"torch"``
     (``torch.nn.parallel.DistributedDataParallel`` with the same bucket cap) or
     ``"torch+ring"`` (torch's DDP with :func:`ring_allreduce_hook`). The model is
     built with seed ``seed + rank`` on purpose: the initial broadcast must make the replicas equal.
@@ -76,7 +76,7 @@ def train_data_parallel(rank: int, world_size: int, config: GPTConfig, steps: in
     torch.manual_seed(seed + rank)
     model = GPT(config)
     if impl == "course":
-        ddp: nn.Module = DataParallel(model, bucket_cap_bytes, overlap=overlap)
+        ddp: nn.Module = BucketedDDP(model, bucket_cap_bytes, overlap=overlap)
     else:
         ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=bucket_cap_bytes / 2**20)
     hook_buckets: list[int] = []  # element count of each bucket the ring hook averaged

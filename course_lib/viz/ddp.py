@@ -8,7 +8,7 @@ def plot_timeline(ax, timeline: StepTimeline, title: str = "") -> None:
     """Draw one step of one rank: forward, backward, and each bucket's all-reduce from its
     launch to its completion (ms since the forward started)."""
     if timeline is None or timeline.forward is None:
-        raise ValueError("no timeline recorded: run a step through DataParallel first")
+        raise ValueError("no timeline recorded: run a step through BucketedDDP first")
     t0 = timeline.forward[0]
     ms = lambda t: 1e3 * (t - t0)  # noqa: E731
     rows = [("forward", *timeline.forward, "#4C72B0"), ("backward (from 1st grad)", *timeline.backward, "#55A868")]
