@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from .cost import Objective, check_objective, cost, fits
-from .problem import Problem
+from .problem import Problem, check_int
 from .solution import InfeasibleError, Solution, no_fit_message
 
 
@@ -45,7 +45,10 @@ def chain_dp(problem: Problem, objective: Objective, order: Sequence[int] | None
     if not problem.is_chain:
         raise ValueError("chain_dp needs a layer chain, but the problem has extra_traffic between "
                          "non-consecutive modules; use milp_assign for general traffic")
-    order = list(range(problem.n)) if order is None else [int(d) for d in order]
+    if order is not None and (isinstance(order, (str, bytes)) or not hasattr(order, "__iter__")):
+        raise ValueError(f"order must be a sequence of device indices, got {order!r}")
+    order = (list(range(problem.n)) if order is None
+             else [check_int(d, f"order[{i}]", 0, "list device indices") for i, d in enumerate(order)])
     if not order or len(set(order)) != len(order) or not all(0 <= d < problem.n for d in order):
         raise ValueError(f"order must list distinct device indices in 0..{problem.n - 1}, got {order}")
     t0 = time.perf_counter()

@@ -47,12 +47,18 @@ from scipy.sparse import coo_array
 from .chain_dp import chain_dp
 from .cost import Objective, check_objective, cost, fits, memory_use
 from .greedy import greedy_seed
-from .problem import MEMORY_RTOL, Problem, check_number
+from .problem import Problem, check_number
 from .solution import InfeasibleError, Solution, no_fit_message
 
 # A MILP optimum is accepted only if the cost model, re-evaluated on its assignment, agrees
 # with the value HiGHS reports to this relative tolerance (else HiGHS's tolerances were hit).
-AGREE_RTOL = 1e-6
+# HiGHS lets a row be violated by 1e-6 (its MIP feasibility tolerance; tightening it makes
+# HiGHS print debug lines), so tau may undercut a load by 1e-6 U, i.e. 2e-6 of an optimum >= U/2.
+AGREE_RTOL = 1e-5
+# HiGHS sees memory rows 1e-6 more lenient than `fits` (1e-9), far above its own tolerances,
+# so it never refuses a group that fits; a group it accepts that `fits` refuses is cut off
+# afterwards (_memory_cuts) and the solve repeated.
+LENIENT = 1e-6
 
 
 def _improve(problem: Problem, x: tuple[int, ...], objective: Objective) -> tuple[int, ...]:
@@ -87,10 +93,12 @@ def _quick_incumbent(problem: Problem, objective: Objective) -> tuple[int, ...] 
 
 
 def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | None):
-    """scipy's milp with HiGHS's absolute gap switched off: optimality is then judged only
+    """scipy's milp with HiGHS's absolute gap switched off, so that optimality is judged only
     relative to the objective (`mip_rel_gap`), never by an absolute 1e-6 that would swamp
-    small costs. scipy passes options it does not list to HiGHS verbatim, with a warning."""
-    options: dict[str, float] = {"mip_rel_gap": rel_gap, "mip_abs_gap": 0.0}
+    small costs, and its LP feasibility tolerance at 1e-9. scipy passes options it does not
+    list to HiGHS verbatim, with a warning we silence."""
+    options: dict[str, float] = {"mip_rel_gap": rel_gap, "mip_abs_gap": 0.0,
+                                 "primal_feasibility_tolerance": 1e-9}
     if seconds is not None:
         options["time_limit"] = max(seconds, 1e-3)
     with warnings.catch_warnings():
@@ -123,17 +131,17 @@ def _placement_rows(problem: Problem, rows: _Rows, cuts: list[tuple[int, tuple[i
     k, n = problem.k, problem.n
     for j in range(k):
         rows.add([(j * n + d, 1.0) for d in range(n)], 1.0, 1.0)
-    for d in range(n):  # memory, divided by M_d so every row reads "<= 1 (+ the tolerance)"
-        rows.add([(j * n + d, problem.m[j] / problem.M[d]) for j in range(k)], -np.inf, 1.0 + MEMORY_RTOL)
+    for d in range(n):  # memory / M_d <= 1 + LENIENT: a group that fits is never refused
+        rows.add([(j * n + d, problem.m[j] / problem.M[d]) for j in range(k)], -np.inf, 1.0 + LENIENT)
     for d, group in cuts:  # "these modules do not all fit on d together" (see _memory_cuts)
         rows.add([(j * n + d, 1.0) for j in group], -np.inf, len(group) - 1.0)
 
 
 def _memory_cuts(problem: Problem, x: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
-    """For each device x overfills, the group of modules on it. HiGHS accepts rows violated
-    by ~1e-6, so it can return a group summing to 1 + 1e-7 of M_d that `fits` (1e-9) refuses;
-    the cut sum_{j in group} x_jd <= |group| - 1 removes that group (and only placements that
-    also break the limit), and the solve is repeated."""
+    """For each device x overfills, the group of modules on it. The memory rows are lenient
+    (LENIENT), so HiGHS can return a group summing to 1 + 1e-7 of M_d that `fits` (1e-9)
+    refuses; the cut sum_{j in group} x_jd <= |group| - 1 removes that group (and only
+    placements that also break the limit), and the solve is repeated."""
     used = memory_use(problem, x)
     return [(d, tuple(j for j in range(problem.k) if x[j] == d))
             for d in range(problem.n) if not fits(used[d], problem.M[d])]
@@ -183,7 +191,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
     3. Solve. If the optimum found is below U / 2, solve again with it as U (the scale was too
        coarse); if it overfills a memory by HiGHS's tolerance, cut that group and solve again.
     4. `optimal` is True only if HiGHS proved optimality AND the cost model re-evaluated on
-       the answer agrees with HiGHS's value to 1e-6. For the bottleneck, the rows L_d <= U
+       the answer agrees with HiGHS's value to 1e-5. For the bottleneck, the rows L_d <= U
        (a constant right-hand side, unlike L_d <= tau) let HiGHS derive knapsack cover cuts.
 
     `time_limit` [s] bounds the whole call; when it stops HiGHS, the best known assignment
