@@ -23,14 +23,16 @@ imply the textbook y >= x_jd + x_le - 1, y <= x_jd, y <= x_le (Glover & Woolsey 
 LP relaxation is never weaker (on random 12 x 4 chains it is 1-2 % tighter).
 Placement by integer programming of this kind: Tarnawski et al., NeurIPS 2020.
 
-The general problem is NP-hard (with no traffic and the bottleneck objective it is makespan
-on unrelated machines, Lenstra, Shmoys & Tardos 1990), so the solve time can grow
-exponentially; HiGHS (Huangfu & Hall 2018) via `scipy.optimize.milp` handles tens of modules.
-Measured on 2 cores (`./course bench allocation`): 24 modules x 6 devices take 1.5 s (median)
-for the latency, but the bottleneck is far harder: no instance proved optimal within 10 s
-(the incumbent within 9 % of HiGHS's bound), 30-120 s without a limit. Its LP relaxation
-spreads every module fractionally over all devices, which makes every message "stay on the
-same device" and the max of the loads an average: the bound ignores communication entirely.
+The general problem is NP-hard: with equal speeds, no traffic and the bottleneck objective
+it is makespan on identical machines (P||Cmax, NP-hard, Garey & Johnson 1979), a special
+case, so any exact method for ours solves P||Cmax too. (One speed per device makes it
+uniformly related machines, Q||Cmax, itself a special case of unrelated machines, R||Cmax,
+Lenstra, Shmoys & Tardos 1990: that inclusion gives approximation results, not hardness.)
+The solve time can therefore grow exponentially; HiGHS (Huangfu & Hall 2018) via
+`scipy.optimize.milp` handles tens of modules. The bottleneck is the harder objective: its
+LP relaxation spreads every module fractionally over all devices, which makes every message
+"stay on the same device" and the max of the loads an average, so the bound ignores
+communication. `milp_assign` below explains what keeps the answers exact on any scale.
 """
 
 from __future__ import annotations
