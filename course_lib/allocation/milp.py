@@ -64,25 +64,54 @@ LENIENT = 1e-6
 
 
 def _improve(problem: Problem, x: tuple[int, ...], objective: Objective) -> tuple[int, ...]:
-    """Local search: move one module to another device while that lowers the cost."""
-    best = cost(problem, x, objective)
-    for _ in range(20):
+    """Local search: move one module to another device, or swap the devices of two modules,
+    while that lowers the cost (for the bottleneck: the max load, ties broken by the total).
+
+    Loads are recomputed with numpy on arrays, without the argument checks of `cost`, since
+    this runs thousands of times on assignments that are valid by construction.
+    """
+    k, n = problem.k, problem.n
+    ej = np.array([j for j, _, _ in problem.edges], dtype=int)
+    el = np.array([l for _, l, _ in problem.edges], dtype=int)
+    eb = np.array([b for _, _, b in problem.edges], dtype=float)
+
+    def score(y: np.ndarray) -> tuple[float, float]:
+        if not np.all(fits(np.bincount(y, problem.m, n), problem.M)):
+            return (math.inf, math.inf)
+        load = np.bincount(y, problem.w, n) / problem.s
+        if len(ej):
+            d, e = y[ej], y[el]
+            cut = d != e
+            load += np.bincount(d[cut], problem.alpha[d[cut], e[cut]] + eb[cut] / problem.B[d[cut], e[cut]], n)
+        total = float(load.sum())
+        return (total, total) if objective == "latency" else (float(load.max()), total)
+
+    best_x = np.array(x)
+    best = score(best_x)
+    for _ in range(50):
         improved = False
-        for j in range(problem.k):
-            for d in range(problem.n):
-                if d != x[j]:
-                    y = x[:j] + (d,) + x[j + 1:]
-                    c = cost(problem, y, objective)
-                    if c < best:
-                        x, best, improved = y, c, True
+        for j in range(k):
+            for d in range(n):
+                if d != best_x[j]:
+                    y = best_x.copy(); y[j] = d
+                    sc = score(y)
+                    if sc < best:
+                        best_x, best, improved = y, sc, True
+        for j in range(k):
+            for l in range(j + 1, k):
+                if best_x[j] != best_x[l]:
+                    y = best_x.copy(); y[j], y[l] = best_x[l], best_x[j]
+                    sc = score(y)
+                    if sc < best:
+                        best_x, best, improved = y, sc, True
         if not improved:
             break
-    return x
+    return tuple(int(d) for d in best_x)
 
 
 def _quick_incumbent(problem: Problem, objective: Objective) -> tuple[int, ...] | None:
     """Best of the cheap placements (seed greedy; contiguous DP in the given and in the
-    fastest-first device order), improved by moving single modules; None if none fits."""
+    fastest-first device order), improved by local search; None if none fits."""
     found: list[Solution] = [greedy_seed(problem, objective)]
     if problem.is_chain:
         for order in (None, [int(d) for d in np.argsort(-problem.s, kind="stable")]):
@@ -94,13 +123,21 @@ def _quick_incumbent(problem: Problem, objective: Objective) -> tuple[int, ...] 
     return _improve(problem, best.assignment, objective) if best.feasible else None
 
 
-def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | None):
+def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | None,
+           cutoff: float | None = None):
     """scipy's milp with HiGHS's absolute gap switched off, so that optimality is judged only
     relative to the objective (`mip_rel_gap`), never by an absolute 1e-6 that would swamp
     small costs, and its LP feasibility tolerance at 1e-9. scipy passes options it does not
-    list to HiGHS verbatim, with a warning we silence."""
+    list to HiGHS verbatim, with a warning we silence.
+
+    With a `cutoff` (the scaled cost of a known placement, plus a hair), HiGHS prunes every
+    node whose bound is above it from the start, and spends less effort on its own primal
+    heuristics (sub-MIPs), since a good placement is already known: scipy's milp cannot
+    hand HiGHS that placement itself, only its value."""
     options: dict[str, float] = {"mip_rel_gap": rel_gap, "mip_abs_gap": 0.0,
                                  "primal_feasibility_tolerance": 1e-9}
+    if cutoff is not None:
+        options.update(objective_bound=cutoff, mip_heuristic_effort=0.01)
     if seconds is not None:
         options["time_limit"] = max(seconds, 1e-3)
     with warnings.catch_warnings():
@@ -241,6 +278,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
 
     cuts: list[tuple[int, tuple[int, ...]]] = []
     solves = 0
+    retry_without_cutoff = False
     while True:
         U = cost(problem, known, objective)
         if U == 0.0:
@@ -249,8 +287,16 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0:
             return result(known, False, 0.0, solves=solves, message="time limit reached")
-        res = _highs(c, integrality, lb, ub, A, lo, hi, mip_rel_gap, left)
+        # The cutoff sits 1e-4 above U: HiGHS prunes nodes within its gap of the cutoff, and
+        # the known placement must stay inside. Should HiGHS still call the model infeasible
+        # (a tolerance artefact: `known` satisfies every row), solve once more without it.
+        res = _highs(c, integrality, lb, ub, A, lo, hi, mip_rel_gap, left,
+                     cutoff=None if retry_without_cutoff else 1 + 1e-4)
         solves += 1
+        if res.status == 2 and not retry_without_cutoff:
+            retry_without_cutoff = True
+            continue
+        retry_without_cutoff = False
         bound = (float(res.mip_dual_bound) * U if getattr(res, "mip_dual_bound", None) is not None
                  and math.isfinite(res.mip_dual_bound) else 0.0)
         info = {"variables": len(c), "constraints": len(lo), "solves": solves, "scale": U,
