@@ -15,6 +15,7 @@ from course_lib.allocation import (
     milp_assign, pipeline_time, q_learning, random_problem, seed_example, time_per_microbatch,
 )
 from course_lib.allocation.generate import KINDS, stress_problem
+from course_lib.allocation.plot import flow_shop
 from course_lib.allocation.bench import main as bench_main
 
 
@@ -365,6 +366,9 @@ def _p():
     (lambda: Problem(*_ok_parts(), {(1, 0): -1.0}), r"extra_traffic\[1, 0\] must be >= 0"),
     (lambda: Problem(_ok_parts()[0], ("layer",), _ok_parts()[2]), r"modules\[0\] is a str, not a Module"),
     (lambda: Problem(_ok_parts()[0], _ok_parts()[1], np.ones((2, 2))), "not a Links"),
+    (lambda: flow_shop([1.0, 2.0], 2.5), "flow_shop: n_microbatches must be a whole number"),
+    (lambda: flow_shop([1.0, float("nan")], 2), r"stage_times\[1\] must be finite"),
+    (lambda: stress_problem("huge", 3, 2, 0), "kind must be one of"),
 ])
 def test_bad_arguments_are_named_in_the_error(call, match):
     with pytest.raises(ValueError, match=match):
