@@ -95,9 +95,9 @@ def chain_dp(problem: Problem, objective: Objective, order: Sequence[int] | None
             e_best = G_e[jc]                                                      # (Jc, d)
             value[:, :len(jc)] = C[:, :len(jc)] + G[jc].T
         else:
-            tot = np.maximum(C[:, :len(jc)].T[:, :, None] + comm[jc], R[jc][:, None, :])  # (Jc, d, e)
-            e_best = tot.argmin(axis=2)                                                  # (Jc, d)
-            value[:, :len(jc)] = np.take_along_axis(tot, e_best[:, :, None], axis=2)[:, :, 0].T
+            tot = C[:, :len(jc)].T[:, :, None] + comm[jc]                                # (Jc, d, e)
+            np.maximum(tot, R[jc][:, None, :], out=tot)
+            value[:, :len(jc)] = tot.min(axis=2).T
         if len(jc) < len(js):
             value[:, -1] = C[:, -1]                         # j = k: last block, sends nothing
         value[~ok] = np.inf
@@ -105,7 +105,10 @@ def chain_dp(problem: Problem, objective: Objective, order: Sequence[int] | None
         R[i] = value[rows, jb]
         next_j[i] = js[jb]
         if len(jc):
-            next_e[i] = np.where(js[jb] < k, e_best[np.minimum(jb, len(jc) - 1), rows], -1)
+            jj = np.minimum(jb, len(jc) - 1)
+            # The best next device only for the chosen block ends (an argmin over e per d).
+            e_at = e_best[jj, rows] if latency else tot[jj, rows, :].argmin(axis=1)
+            next_e[i] = np.where(js[jb] < k, e_at, -1)
 
     d = int(R[0].argmin())
     if not np.isfinite(R[0, d]):
