@@ -15,8 +15,8 @@ from course_lib.allocation import (
     milp_assign, pipeline_time, q_learning, random_problem, seed_example, time_per_microbatch,
 )
 from course_lib.allocation.generate import KINDS, stress_problem
-from course_lib.allocation.plot import flow_shop
-from course_lib.allocation.bench import main as bench_main
+from course_lib.allocation.cost import flow_shop
+from course_lib.bench.allocation import main as bench_main
 
 
 def _close(a: float, b: float, rtol: float) -> bool:

@@ -8,7 +8,7 @@ import torch
 
 from course_lib.allocation import Device, chain_dp, device_load, pipeline_time, random_problem
 from course_lib.allocation import calibrate
-from course_lib.allocation.plot import flow_shop
+from course_lib.allocation.cost import flow_shop
 from course_lib.model import GPT, GPTConfig
 
 

@@ -10,8 +10,9 @@
     qlearning.py   tabular Q-learning, the seed's RL, measured against the optimum
     generate.py    seeded random instances, 13 stress kinds (stress_problem), the seed's example
     calibrate.py   this machine measured: GPT layer times and memory, gloo link alpha/beta
-    plot.py        pictures: placement and the pipeline's flow-shop timeline
-    bench.py       `python -m course_lib.allocation.bench`: timings and optimality gaps
+
+Pictures are in course_lib/viz/allocation.py; `./course bench allocation` (course_lib/bench/allocation.py)
+times the solvers and measures the heuristics' optimality gaps.
 """
 
 from .chain_dp import chain_dp

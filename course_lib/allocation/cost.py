@@ -150,3 +150,24 @@ def pipeline_time(problem: Problem, x: Sequence[int], n_microbatches: int) -> fl
                          "use latency() / time_per_microbatch() for general assignments")
     t = device_load(problem, x)[[d for _, _, d in runs]]
     return float(t.sum() + (n_microbatches - 1) * t.max())
+
+
+def flow_shop(stage_times: Sequence[float], n_microbatches: int) -> np.ndarray:
+    """start[i, s] of micro-batch i on stage s in the flow-shop schedule behind :func:`pipeline_time`.
+
+    Stage s (a device with its contiguous block of modules) takes t_s per micro-batch; micro-batch
+    i starts stage s when stage s-1 has finished i and stage s has finished i-1:
+    ``start(i, s) = max(end(i, s-1), end(i-1, s))``, ``end(i, s) = start(i, s) + t_s``.
+    """
+    n_microbatches = check_int(n_microbatches, "flow_shop: n_microbatches", 1, "e.g. 8")
+    t = np.array([check_number(v, f"flow_shop: stage_times[{s}]", "seconds >= 0")
+                  for s, v in enumerate(stage_times)])
+    if np.any(t < 0):
+        raise ValueError(f"flow_shop: stage times must be >= 0 seconds, got {t.tolist()}")
+    start = np.zeros((n_microbatches, len(t)))
+    end = np.zeros_like(start)
+    for i in range(n_microbatches):
+        for s in range(len(t)):
+            start[i, s] = max(end[i, s - 1] if s else 0.0, end[i - 1, s] if i else 0.0)
+            end[i, s] = start[i, s] + t[s]
+    return start

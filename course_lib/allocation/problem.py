@@ -192,6 +192,11 @@ class Links:
                    _float_matrix(np.full((n, n), latency), "latency"))
 
 
+def _column(items, name: str) -> np.ndarray:
+    """One field of every device (or module) as a float vector."""
+    return np.array([getattr(item, name) for item in items], dtype=float)
+
+
 @dataclass(frozen=True, eq=False)
 class Problem:
     """Devices + links + modules + traffic: everything the cost model needs.
@@ -258,21 +263,10 @@ class Problem:
     def k(self) -> int:
         return len(self.modules)
 
-    @cached_property
-    def s(self) -> np.ndarray:
-        return np.array([dev.speed for dev in self.devices], dtype=float)
-
-    @cached_property
-    def M(self) -> np.ndarray:
-        return np.array([dev.memory for dev in self.devices], dtype=float)
-
-    @cached_property
-    def w(self) -> np.ndarray:
-        return np.array([mod.work for mod in self.modules], dtype=float)
-
-    @cached_property
-    def m(self) -> np.ndarray:
-        return np.array([mod.memory for mod in self.modules], dtype=float)
+    s = cached_property(lambda self: _column(self.devices, "speed"))    # s_d [FLOP/s]
+    M = cached_property(lambda self: _column(self.devices, "memory"))   # M_d [bytes]
+    w = cached_property(lambda self: _column(self.modules, "work"))     # w_j [FLOP per input]
+    m = cached_property(lambda self: _column(self.modules, "memory"))   # m_j [bytes]
 
     @property
     def B(self) -> np.ndarray:

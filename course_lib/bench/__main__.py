@@ -9,8 +9,8 @@ import sys
 BENCHMARKS = {
     "launch": ("course_lib.bench.launch", "chapter 0: launcher latency from a notebook kernel"),
     "train": ("course_lib.bench.train", "chapter 0b: the reference GPT's training run, time to target loss"),
-    "allocation": ("course_lib.allocation.bench", "chapter 1: solver time by size, greedy/RL gaps"),
-    "calibrate": ("course_lib.allocation.calibrate", "chapter 1: GPT layer profile, gloo alpha/beta"),
+    "allocation": ("course_lib.bench.allocation", "chapter 1: solver time by size, greedy/RL gaps"),
+    "calibrate": ("course_lib.bench.calibrate", "chapter 1: GPT layer profile, gloo alpha/beta"),
     "ps": ("course_lib.bench.ps", "chapter 2: bytes and time per step: PS, ring all-reduce, gossip"),
     "collectives": ("course_lib.bench.collectives", "chapter 3: course ring vs gloo, 16M float32, 2/4/8 ranks"),
     "ddp": ("course_lib.bench.ddp", "chapter 4: course DDP vs torch DDP step time, overlap gain, ZeRO memory"),

@@ -22,15 +22,15 @@ import statistics
 import time
 from typing import Callable, Sequence
 
-from .chain_dp import chain_dp
-from .cost import OBJECTIVES, Objective
-from .exhaustive import exhaustive_all, exhaustive_contiguous
-from .generate import random_problem
-from .greedy import greedy_seed
-from .milp import milp_assign
-from .problem import Problem
-from .qlearning import q_learning
-from .solution import InfeasibleError, Solution
+from course_lib.allocation.chain_dp import chain_dp
+from course_lib.allocation.cost import OBJECTIVES, Objective
+from course_lib.allocation.exhaustive import exhaustive_all, exhaustive_contiguous
+from course_lib.allocation.generate import random_problem
+from course_lib.allocation.greedy import greedy_seed
+from course_lib.allocation.milp import milp_assign
+from course_lib.allocation.problem import Problem
+from course_lib.allocation.qlearning import q_learning
+from course_lib.allocation.solution import InfeasibleError, Solution
 
 Solver = Callable[[Problem, Objective], Solution]
 
