@@ -23,10 +23,7 @@ def random_problem(k: int, n: int, seed: int, *, memory_slack: float = 1.5,
     n = check_int(n, "random_problem: n (devices)", 1)
     seed = check_int(seed, "random_problem: seed", 0)
     memory_slack = check_number(memory_slack, "random_problem: memory_slack",
-                                "give total device memory / total module memory, e.g. 1.5")
-    if memory_slack <= 0:
-        raise ValueError(f"random_problem: memory_slack must be > 0, got {memory_slack!r}; "
-                         "give total device memory / total module memory, e.g. 1.5")
+                                "give total device memory / total module memory, e.g. 1.5", positive=True)
     skip_prob = check_fraction(skip_prob, "random_problem: skip_prob (a probability)")
     rng = np.random.default_rng(seed)
     work = 1e12 * rng.lognormal(0.0, 0.6, k)

@@ -36,14 +36,17 @@ def fits(used: float | np.ndarray, capacity: float | np.ndarray) -> bool | np.nd
     return used <= capacity * (1.0 + MEMORY_RTOL)
 
 
-def check_number(value: object, what: str, fix: str = "") -> float:
-    """`value` as a finite float; ValueError naming `what` for a string, None, bool, nan or inf."""
+def check_number(value: object, what: str, fix: str = "", positive: bool = False) -> float:
+    """`value` as a finite float; ValueError naming `what` for a string, None, bool, nan or inf
+    (and for a value <= 0 when `positive`)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"{what} must be a number, got {value!r} ({type(value).__name__})"
                          + (f"; {fix}" if fix else "; pass a float such as 1.0"))
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{what} must be finite, got {value!r}" + (f"; {fix}" if fix else ""))
+    if positive and value <= 0:
+        raise ValueError(f"{what} must be > 0, got {value!r}" + (f"; {fix}" if fix else ""))
     return value
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from course_lib import comm
+
 
 def chunk_bounds(n: int, parts: int) -> list[int]:
     """Boundaries ``b`` with chunk i = ``[b[i], b[i+1])``: sizes differ by at most one.
@@ -70,3 +72,42 @@ def prepare(fn: str, x: torch.Tensor, group, op="sum") -> tuple[torch.Tensor, _G
     """The checks every collective starts with: ``(x as a flat view, the group, 'sum' or 'avg')``."""
     op = _op_name(op)
     return _flat(x, fn, op), _Group(group, fn), op
+
+
+# ----------------------------------------------------------------------------- p not a power of two
+# Recursive doubling and Rabenseifner pair ranks r and r XOR 2^k, which needs a power of two.
+# With p = p' + extra (p' the largest power of two <= p), the first 2 extra ranks fold in pairs
+# first: even rank r hands its vector to r + 1 and sits out; p' ranks run the algorithm; the odd
+# ranks hand the result back (Thakur, Rabenseifner & Gropp 2005, section 4). Two extra steps.
+def power_of_two_below(p: int) -> int:
+    """p' = 2^floor(log2 p), the ranks that take part after folding."""
+    return 1 << (p.bit_length() - 1)
+
+
+def fold(flat: torch.Tensor, g: _Group, buf: torch.Tensor) -> int | None:
+    """Fold to p' ranks. Returns this rank's index among the p' that go on, or None for a rank
+    that sat out (its vector holds the result when this returns). ``buf``: n elements of scratch."""
+    extra = g.size - power_of_two_below(g.size)
+    r = g.rank
+    if r >= 2 * extra:
+        return r - extra
+    if r % 2 == 0:
+        comm.send(flat, g.peer(r + 1), group=g.group)
+        comm.recv(flat, g.peer(r + 1), group=g.group)  # the result, once the others are done
+        return None
+    comm.recv(buf, g.peer(r - 1), group=g.group)
+    flat.add_(buf)
+    return r // 2
+
+
+def unfold(flat: torch.Tensor, g: _Group) -> None:
+    """After the p' ranks are done: odd folded ranks hand the result back to their even partner."""
+    extra = g.size - power_of_two_below(g.size)
+    if g.rank < 2 * extra:
+        comm.send(flat, g.peer(g.rank - 1), group=g.group)
+
+
+def group_rank_of(index: int, p: int) -> int:
+    """The group rank of index ``index`` among the p' ranks left after :func:`fold`."""
+    extra = p - power_of_two_below(p)
+    return index * 2 + 1 if index < extra else index + extra

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from course_lib import comm
-from course_lib.collectives.common import chunk_bounds, prepare
+from course_lib.collectives.common import chunk_bounds, fold, group_rank_of, power_of_two_below, prepare, unfold
 from course_lib.collectives.pipelined_ring import _scratch
 
 PIECE_BYTES = 4 << 20  # pieces of an exchanged half; both partners cut the same range the same way
@@ -63,27 +63,19 @@ def rabenseifner_all_reduce(x: torch.Tensor, op="sum", group=None, *,
     flat, g, op = prepare("rabenseifner_all_reduce", x, group, op)
     if not isinstance(piece_bytes, int) or piece_bytes < 1:
         raise ValueError(f"piece_bytes must be a positive int (bytes per message), got {piece_bytes!r}")
-    p, r = g.size, g.rank
+    p = g.size
     if p == 1 or not flat.numel():
         if op == "avg":
             flat.div_(p)
         return x
-    p2 = 1 << (p.bit_length() - 1)
-    extra = p - p2
-    if r < 2 * extra:  # fold: even ranks give their data to the odd neighbour and sit out
-        if r % 2 == 0:
-            comm.send(flat, g.peer(r + 1), group=g.group)
-            comm.recv(flat, g.peer(r + 1), group=g.group)
-            return x
-        buf = _scratch(flat.numel(), flat.dtype, 1)[0][: flat.numel()]
-        comm.recv(buf, g.peer(r - 1), group=g.group)
-        flat.add_(buf)
-        new_rank = r // 2
-    else:
-        new_rank = r - extra
+    buf = _scratch(flat.numel(), flat.dtype, 1)[0][: flat.numel()]
+    new_rank = fold(flat, g, buf)
+    if new_rank is None:
+        return x
+    p2 = power_of_two_below(p)
 
-    def real(nr: int) -> int:  # new rank -> group rank
-        return g.peer(nr * 2 + 1 if nr < extra else nr + extra)
+    def real(index: int) -> int:  # index among the p2 ranks -> global rank
+        return g.peer(group_rank_of(index, p))
 
     b = chunk_bounds(flat.numel(), p2)
     size = flat.element_size()
@@ -107,8 +99,7 @@ def rabenseifner_all_reduce(x: torch.Tensor, op="sum", group=None, *,
                  comm.irecv(flat[b[glo]: b[ghi]], peer, group=g.group)]
         for w in works:
             w.wait()
-    if r < 2 * extra:
-        comm.send(flat, g.peer(r - 1), group=g.group)
+    unfold(flat, g)
     return x
 
 
@@ -127,7 +118,7 @@ def rabenseifner_bytes_sent(n: int, p: int, rank: int, element_size: int = 4) ->
         raise ValueError(f"rank must be in [0, {p}), got {rank}")
     if p == 1 or n == 0:
         return 0
-    p2 = 1 << (p.bit_length() - 1)
+    p2 = power_of_two_below(p)
     extra = p - p2
     if rank < 2 * extra and rank % 2 == 0:
         return element_size * n

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from course_lib import comm
-from course_lib.collectives.common import prepare
+from course_lib.collectives.common import fold, group_rank_of, power_of_two_below, prepare, unfold
 
 
 def recursive_doubling_all_reduce(x: torch.Tensor, op="sum", group=None) -> torch.Tensor:
@@ -16,29 +16,17 @@ def recursive_doubling_all_reduce(x: torch.Tensor, op="sum", group=None) -> torc
     steps (Thakur, Rabenseifner & Gropp 2005, section 4).
     """
     flat, g, op = prepare("recursive_doubling_all_reduce", x, group, op)
-    p, r = g.size, g.rank
+    p = g.size
     if p == 1 or not flat.numel():
         return x
-    pow2 = 1 << (p.bit_length() - 1)
-    extra = p - pow2
     buf = torch.empty_like(flat)
-    if r < 2 * extra:  # fold: even ranks give their data to the odd neighbour and sit out
-        if r % 2 == 0:
-            comm.send(flat, g.peer(r + 1), group=g.group)
-            comm.recv(flat, g.peer(r + 1), group=g.group)
-            return x
-        comm.recv(buf, g.peer(r - 1), group=g.group)
-        flat.add_(buf)
-        new_rank = r // 2
-    else:
-        new_rank = r - extra
-
-    def real(nr: int) -> int:  # new rank -> group rank
-        return nr * 2 + 1 if nr < extra else nr + extra
-
+    new_rank = fold(flat, g, buf)
+    if new_rank is None:
+        return x
+    pow2 = power_of_two_below(p)
     mask = 1
     while mask < pow2:
-        peer = real(new_rank ^ mask)
+        peer = group_rank_of(new_rank ^ mask, p)
         works = [comm.isend(flat, g.peer(peer), group=g.group), comm.irecv(buf, g.peer(peer), group=g.group)]
         for w in works:
             w.wait()
@@ -46,6 +34,5 @@ def recursive_doubling_all_reduce(x: torch.Tensor, op="sum", group=None) -> torc
         mask <<= 1
     if op == "avg":
         flat.div_(p)
-    if r < 2 * extra:
-        comm.send(flat, g.peer(r - 1), group=g.group)
+    unfold(flat, g)
     return x
