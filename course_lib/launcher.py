@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
-import linecache
 import multiprocessing as mp
 import multiprocessing.connection
 import os
 import pickle
-import re
 import shutil
 import signal
 import sys
@@ -55,82 +53,12 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from course_lib.launch_errors import (MISMATCH, PEER_CLOSED, CollectiveMismatchError, DeadlockError,  # noqa: F401
+                                      LaunchError, WorkerError, mismatch_error, where_stuck)
+
 DEFAULT_TIMEOUT = 30.0  # seconds for a whole run; chapters with long training runs pass more
 CHECK_COLLECTIVES = True  # compare every collective across ranks first (see launch's docstring)
 _GRACE = 2.0  # seconds a rank's peers get to report after it failed, before being killed
-_PEER_CLOSED = re.compile(
-    r"Connection closed by peer|Connection reset by peer|Broken pipe|"
-    r"ECONNRESET|EPIPE|recvBytes|Socket closed|read.*failed|Connection refused|"
-    r"failed to pass monitoredBarrier",  # the collective check's barrier: a peer died, not this rank
-    re.IGNORECASE,
-)
-
-
-# ----------------------------------------------------------------------------- errors
-class LaunchError(RuntimeError):
-    """Base class of everything :func:`launch` raises about a run that went wrong."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython shows this instead of the launcher's own frames, which never help a learner:
-        # the message already carries the failing rank's traceback or the stuck ranks' calls.
-        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
-
-
-def short_paths(text: str) -> str:
-    """Tracebacks without this machine's folders: ``torch/...``, ``course_lib/...``, ``multiprocessing/...``.
-
-    A learner needs the file and the line, not where Python is installed; and notebooks are
-    committed with their outputs, which must not carry the author's paths.
-    """
-    def short(m: re.Match) -> str:
-        path = m.group(1)
-        for marker in ("site-packages/", "/course_lib/", "/lib/python3."):
-            i = path.rfind(marker)
-            if i >= 0:
-                rest = path[i + len(marker):]
-                if marker == "/lib/python3.":
-                    rest = rest.split("/", 1)[-1]
-                return f'File "{"course_lib/" if marker == "/course_lib/" else ""}{rest}"'
-        return f'File "{os.path.basename(path)}"' if os.path.isabs(path) else m.group(0)
-
-    return re.sub(r'File "([^"]+)"', short, text)
-
-
-class WorkerError(LaunchError):
-    """A rank raised. ``rank``, ``exc_type`` and ``worker_traceback`` say where and what."""
-
-    def __init__(self, rank: int, exc_type: str, message: str, worker_traceback: str):
-        worker_traceback = short_paths(worker_traceback)
-        self.rank, self.exc_type, self.worker_traceback = rank, exc_type, worker_traceback
-        super().__init__(
-            f"rank {rank} raised {exc_type}: {message}\n\n"
-            f"--- traceback of rank {rank} ---\n{worker_traceback.rstrip()}"
-        )
-
-
-class CollectiveMismatchError(WorkerError):
-    """Ranks called different collectives (op, shape or dtype). ``calls`` maps rank -> its call."""
-
-    def __init__(self, rank: int, summary: str, calls: dict[int, str], worker_traceback: str):
-        self.calls = calls
-        lines = "\n".join(f"  rank {r}: {where}" for r, where in sorted(calls.items()))
-        LaunchError.__init__(self, f"{summary}\n{lines}")
-        self.rank, self.exc_type, self.worker_traceback = rank, "CollectiveMismatchError", worker_traceback
-
-
-class DeadlockError(LaunchError):
-    """Some ranks did not finish within the timeout. ``stuck`` maps rank -> where it waited."""
-
-    def __init__(self, timeout: float, stuck: dict[int, str], finished: list[int]):
-        self.timeout, self.stuck, self.finished = timeout, stuck, finished
-        lines = [f"  rank {r}: {where}" for r, where in sorted(stuck.items())]
-        done = f"ranks {finished} finished; " if finished else ""
-        super().__init__(
-            f"timeout after {timeout:g} s: {done}ranks {sorted(stuck)} did not finish.\n"
-            + "\n".join(lines)
-            + "\nA rank waiting for a message nobody sends, or ranks calling different"
-            " collectives, deadlock. If the run is only slow, pass a larger timeout=."
-        )
 
 
 class RankResults(list):
@@ -389,35 +317,6 @@ def _read(path: str) -> str:
         return ""
 
 
-def _where(stack_dump: str) -> str:
-    """Summarise a faulthandler dump: the torch.distributed call and the user line above it."""
-    frames = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', stack_dump)
-    if not frames:
-        return "no stack available (the rank may be stuck in C code outside Python)"
-    # faulthandler lists the main thread last and each thread most recent call first.
-    blocks = [b for b in stack_dump.strip().split("\n\n") if 'File "' in b]
-    main = blocks[-1] if blocks else stack_dump
-    frames = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', main) or frames
-    dist_op = next((fn for f, _, fn in frames if "torch/distributed" in f
-                    and fn not in ("wrapper", "_time_logger", "_exception_logger")), None)
-    user = next(((f, int(n), fn) for f, n, fn in frames
-                 if "/lib/python3" not in f and "course_lib/launcher" not in f and "course_lib/comm" not in f
-                 and "multiprocessing" not in f), None)
-    course = next((fn for f, _, fn in frames if "course_lib/comm" in f), None)
-    parts = []
-    if course:
-        parts.append(f"blocked in course_lib.comm.{course}")
-    elif dist_op:
-        parts.append(f"blocked in torch.distributed.{dist_op}")
-    elif user and "Fatal Python error" not in stack_dump:
-        parts.append("blocked (e.g. in Work.wait() or a loop)")
-    if user:
-        f, n, fn = user
-        src = linecache.getline(f, n).strip()
-        parts.append(f"called from {fn}() line {n}" + (f": `{src}`" if src else f" of {f}"))
-    return ", ".join(parts) or "stack: " + main[-300:]
-
-
 def _start(procs: list) -> None:
     """Start the workers without making them re-import ``__main__``.
 
@@ -601,13 +500,13 @@ def _errors(run_dir: str, ranks: list[int]) -> dict[int, dict]:
 
 
 def _has_root_cause(run_dir: str, failed: list[int]) -> bool:
-    return any(not _PEER_CLOSED.search(e["message"]) for e in _errors(run_dir, failed).values())
+    return any(not PEER_CLOSED.search(e["message"]) for e in _errors(run_dir, failed).values())
 
 
 def _worker_error(procs, run_dir, failed) -> LaunchError:
     """The error to show: a real cause beats a rank that died silently beats "peer closed"."""
     errors = _errors(run_dir, failed)
-    causes = {r: e for r, e in errors.items() if not _PEER_CLOSED.search(e["message"])}
+    causes = {r: e for r, e in errors.items() if not PEER_CLOSED.search(e["message"])}
     silent = [r for r in failed if r not in errors]
     if not causes and silent:  # died without a report: killed by a signal or os._exit
         r = silent[0]
@@ -616,7 +515,7 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
         crash = _read(os.path.join(run_dir, f"rank{r}.crash")).split("\nExtension modules:")[0].strip()
         if "Fatal Python error" in crash:
             return WorkerError(r, "WorkerCrashed", f"the process crashed with {why} inside C code, "
-                               f"{_where(crash).replace('blocked in', 'in')}. A crash in torch.distributed "
+                               f"{where_stuck(crash).replace('blocked in', 'in')}. A crash in torch.distributed "
                                "often means a rank outside 0..world_size-1 or a tensor of the wrong shape; "
                                "course_lib.comm checks both and says which", crash)
         return WorkerError(r, "WorkerDied", f"the process ended abruptly with {why} "
@@ -624,24 +523,9 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
     causes = causes or errors
     r = min(causes, key=lambda k: causes[k]["time"])
     e = causes[r]
-    if _MISMATCH.search(e["message"]):
-        return _mismatch_error(r, e, _errors_of_every_rank(procs, run_dir))
+    if MISMATCH.search(e["message"]):
+        return mismatch_error(r, e, _errors_of_every_rank(procs, run_dir))
     return WorkerError(r, e["exc_type"], e["message"], e["traceback"])
-
-
-_MISMATCH = re.compile(r"Detected mismatch between collectives")
-_FINGERPRINT = re.compile(r"Rank (\d+) is running collective: CollectiveFingerPrint\(SequenceNumber=(\d+),? ?"
-                          r"OpType=(\w+)(?:, TensorShape=\[([^\]]*)\], TensorDtypes=(\w+))?")
-
-
-# PyTorch's names in a collective's fingerprint -> the torch.distributed call a learner wrote
-_OP_NAMES = {"ALLREDUCE": "all_reduce", "BROADCAST": "broadcast", "REDUCE": "reduce", "ALLGATHER": "all_gather",
-             "_ALLGATHER_BASE": "all_gather_into_tensor", "ALLGATHER_COALESCED": "all_gather_coalesced",
-             "GATHER": "gather", "SCATTER": "scatter", "REDUCE_SCATTER": "reduce_scatter",
-             "_REDUCE_SCATTER_BASE": "reduce_scatter_tensor", "ALLTOALL_BASE": "all_to_all_single",
-             "ALLTOALL": "all_to_all", "BARRIER": "barrier"}
-_DTYPE_NAMES = {"Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16",
-                "Long": "int64", "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool"}
 
 
 def _errors_of_every_rank(procs, run_dir: str) -> dict[int, dict]:
@@ -655,45 +539,6 @@ def _errors_of_every_rank(procs, run_dir: str) -> dict[int, dict]:
         time.sleep(0.02)
 
 
-def _mismatch_error(r: int, e: dict, errors: dict[int, dict]) -> CollectiveMismatchError:
-    """Translate PyTorch's fingerprint mismatch into each rank's call and the learner's line."""
-    found = _FINGERPRINT.findall(e["message"])
-    calls = {int(rank): _OP_NAMES.get(op, op.lower()) + (f"(shape [{shape}], {_DTYPE_NAMES.get(dtype, dtype)})"
-                                                        if dtype else "()")
-             for rank, _, op, shape, dtype in found}
-    sequence = {int(rank): int(seq) for rank, seq, *_ in found}
-    a, b = sorted(calls)[:2] if len(calls) >= 2 else (r, r)
-    aspects = e["message"].split("differ in the following aspects:")[-1]
-    what = [word for key, word in (("Op type", "collective"), ("shape", "shape"), ("dtype", "dtype"))
-            if key in aspects] or ["arguments"]
-    rule = "the same collective, in the same order" + (
-        f", with tensors of the same {' and '.join(w for w in what if w != 'collective')}"
-        if set(what) - {"collective", "arguments"} else "")
-    if "Sequence number" in aspects and len(sequence) >= 2:
-        rule += (f"; rank {a} had made {sequence[a]} calls on this group before, rank {b} {sequence[b]}: "
-                 "a rank skipped or added a collective")
-    summary = (f"rank {a} called {calls.get(a, '?')} while rank {b} called {calls.get(b, '?')}: "
-               f"every rank must call {rule}")
-    where = {}
-    for rank in calls:
-        line = _traceback_user_line(errors.get(rank, {}).get("traceback", ""))
-        where[rank] = f"{calls[rank]}" + (f", called from {line}" if line else "")
-    return CollectiveMismatchError(r, summary, where, e["traceback"])
-
-
-def _traceback_user_line(tb: str) -> str:
-    """The learner's innermost line in a formatted traceback: ``fn() line n: `source```."""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', tb)
-    user = [(f, n, fn) for f, n, fn in frames
-            if "/lib/python3" not in f and "torch/" not in f
-            and "course_lib/launcher" not in f and "course_lib/comm" not in f]
-    if not user:
-        return ""
-    f, n, fn = user[-1]
-    src = linecache.getline(f, int(n)).strip()  # a notebook cell's source is in this kernel's linecache
-    return f"{fn}() line {n}" + (f": `{src}`" if src else "")
-
-
 def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
     stuck_ranks = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
     for r in stuck_ranks:
@@ -702,7 +547,7 @@ def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
         except ProcessLookupError:
             pass
     time.sleep(0.3)  # let faulthandler write the stacks
-    stuck = {r: _where(_read(os.path.join(run_dir, f"rank{r}.stack"))) for r in stuck_ranks}
+    stuck = {r: where_stuck(_read(os.path.join(run_dir, f"rank{r}.stack"))) for r in stuck_ranks}
     return DeadlockError(timeout, stuck, sorted(finished))
 
 
