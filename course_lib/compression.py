@@ -480,14 +480,49 @@ def compression_hook(state, bucket):
     completed ``Future`` holding the bucket's averaged (approximated) gradients."""
     buf = bucket.buffer()
     state.buckets.append(buf.numel())
+    # Keys from the parameters, not bucket.index(): DDP rebuilds its buckets after the first step.
+    params = bucket.parameters()
     if state.per_tensor:
         offset = 0
-        for i, grad in enumerate(bucket.gradients()):
+        for p, grad in zip(params, bucket.gradients()):
             part = buf[offset:offset + grad.numel()]
-            part.copy_(state.compressor.reduce(part.view_as(grad), key=(bucket.index(), i)).reshape(-1))
+            part.copy_(state.compressor.reduce(part.view_as(grad), key=id(p)).reshape(-1))
             offset += grad.numel()
     else:
-        buf.copy_(state.compressor.reduce(buf, key=bucket.index()))
+        buf.copy_(state.compressor.reduce(buf, key=tuple(id(p) for p in params)))
     fut: torch.futures.Future = torch.futures.Future()
     fut.set_result(buf)
     return fut
+
+
+# =============================================================================== modelled clusters
+@dataclass(frozen=True)
+class Cluster:
+    """A modelled cluster: ``devices`` ranks, each computing at ``flops`` FLOP/s, joined by a
+    network with the alpha-beta ``link`` of chapter 3."""
+
+    name: str
+    devices: int
+    link: AlphaBeta
+    flops: float
+
+
+# Stated, not measured: round numbers of the usual kind of hardware. Effective FLOP/s of a
+# GPU on a small model are far below its peak; 20 TFLOP/s is an assumption.
+CLUSTERS = (
+    Cluster("8 GPUs, one node (NVLink-class: 5 us, 100 GB/s)", 8, AlphaBeta(5e-6, 1 / 100e9), 20e12),
+    Cluster("64 GPUs, 10 Gb/s Ethernet (50 us, 1.25 GB/s)", 64, AlphaBeta(50e-6, 1 / 1.25e9), 20e12),
+)
+
+
+def predict_step_seconds(compressor: Compressor, shapes: list[tuple[int, ...]], cluster: Cluster,
+                         flop_per_device: float) -> float:
+    """``T_step = flop / speed + sum over tensors of T_comm(compressor, tensor)``: compute
+    (chapter 1's FLOP count at the cluster's speed) then the compressor's collectives on the
+    cluster's link (:func:`predict_comm_seconds`), with no overlap and no encoding time
+    (both are simplifications: overlap favours the dense all-reduce, encoding costs the
+    compressors)."""
+    if flop_per_device < 0:
+        raise ValueError(f"flop_per_device must be >= 0, got {flop_per_device}")
+    comm_s = sum(predict_comm_seconds(compressor, tuple(s), cluster.devices, cluster.link) for s in shapes)
+    return flop_per_device / cluster.flops + comm_s

@@ -55,8 +55,8 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
     DDP with :func:`~course_lib.compression.compression_hook`) or ``"torch-powersgd"``
     (PyTorch's own ``powerSGD_hook`` at rank ``powersgd_rank``, error feedback and warm start,
     compressing from the 2nd step: torch requires ``start_powerSGD_iter >= 2``; ``method`` is
-    then ignored). ``per_tensor``: compress each parameter's gradient on its own (a bucket
-    per parameter) instead of whole flat buckets. Returns this rank's per-step ``losses``
+    then ignored). ``per_tensor``: compress each parameter's gradient on its own instead of
+    whole flat buckets (ignored by torch's own powerSGD_hook, which always does). Returns this rank's per-step ``losses``
     (their mean over ranks is the global-batch loss), ``bytes_per_step`` (its collectives'
     input bytes, from ``comm``), the comm counters, the final parameters and ``val_loss``.
     """
@@ -68,7 +68,10 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
     data = load_dataset()
     torch.manual_seed(seed)
     model = GPT(config)
-    cap = 1 if per_tensor else bucket_cap_bytes
+    # The course's DataParallel compresses whole buckets: a bucket per parameter gives per-tensor
+    # compression. torch's DDP hooks see each bucket's gradients (HookState.per_tensor), and
+    # torch's powerSGD_hook compresses per tensor anyway (it hangs with one bucket per parameter).
+    cap = 1 if per_tensor and impl == "course" else bucket_cap_bytes
     if impl == "course":
         ddp: nn.Module = DataParallel(model, cap, compressor=compressor)
     else:
@@ -103,3 +106,10 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
 def mean_losses(results: list[dict]) -> list[float]:
     """The global-batch loss of each step: the mean of the ranks' losses (equal shards)."""
     return [sum(step) / len(step) for step in zip(*(r["losses"] for r in results))]
+
+
+def compare_methods(rank: int, world_size: int, config: GPTConfig, steps: int, methods: list[str],
+                    batch_size: int = 32, **kwargs) -> dict[str, dict]:
+    """:func:`train_compressed` for each of ``methods`` in turn, inside one launch (one start-up
+    for all): ``{method: result}``. Every method starts from the same model and batches."""
+    return {m: train_compressed(rank, world_size, config, steps, batch_size, method=m, **kwargs) for m in methods}
