@@ -14,6 +14,7 @@ BENCHMARKS = {
     "ps": ("course_lib.parameter_server", "chapter 2: bytes and time per step: PS, ring all-reduce, gossip"),
     "collectives": ("course_lib.collectives_bench", "chapter 3: course ring vs gloo, 16M float32, 2/4/8 ranks"),
     "ddp": ("course_lib.ddp_bench", "chapter 4: course DDP vs torch DDP step time, overlap gain, ZeRO memory"),
+    "compression": ("course_lib.bench.compression", "chapter 7: compressed all-reduce: bytes, ratio, loss, modelled time-to-loss"),
 }
 
 
