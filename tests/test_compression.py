@@ -266,3 +266,26 @@ def test_torch_ddp_comm_hook_uses_the_compressors():
     shapes = [tuple(p.shape) for p in GPT(cfg).parameters()]
     assert sign[0]["bytes_per_step"] == sum(math.ceil(math.prod(s) / 8) for s in shapes)
     assert torch.equal(sign[0]["params"], sign[1]["params"])
+
+
+def test_course_powersgd_hook_close_to_torch_powersgd_hook():
+    """Same rank 4, error feedback and warm start, per tensor: the two PowerSGDs differ in details
+    (torch sends its first step dense and skips tensors that compress less than 2x), so compare
+    the loss after 8 steps, not the parameters."""
+    from course_lib.data import load_dataset
+    from course_lib.configs import small_config
+    from course_lib.runs.compression import mean_losses
+
+    cfg = small_config(load_dataset().vocab_size)
+    kw = dict(config=cfg, steps=8, batch_size=16, per_tensor=True, eval_iters=0)
+    course = mean_losses(launch(train_compressed_worker, 2, impl="torch", method="powersgd r=4", **kw))
+    theirs = mean_losses(launch(train_compressed_worker, 2, impl="torch-powersgd", **kw))
+    assert course[0] == theirs[0]  # same model, same batch
+    assert abs(course[-1] - theirs[-1]) < 0.02 * theirs[-1], (course[-1], theirs[-1])
+    assert course[-1] < course[0] - 0.1  # both actually train
+
+
+def train_compressed_worker(rank, world_size, **kw):
+    from course_lib.runs.compression import train_compressed
+
+    return train_compressed(rank, world_size, **kw)
