@@ -27,8 +27,8 @@ from course_lib.tables import format_table
 RUNS = [(m, m, {}) for m in METHODS] + [("powersgd r=4 per tensor", "powersgd r=4", {"per_tensor": True})]
 
 
-def _all_runs(rank: int, world_size: int, config, steps: int, batch_size: int, runs: list) -> dict:
-    return {label: train_compressed(rank, world_size, config, steps, batch_size, method=m, eval_iters=0, **kw)
+def _all_runs(rank: int, world_size: int, config, steps: int, batch_size: int, runs: list, **common) -> dict:
+    return {label: train_compressed(rank, world_size, config, steps, batch_size, method=m, eval_iters=0, **kw, **common)
             for label, m, kw in runs}
 
 
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ranks", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--methods", default="", help="comma-separated labels (default: all)")
+    ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum of sgd")
     args = ap.parse_args(argv)
     runs = [r for r in RUNS if not args.methods or r[0] in args.methods.split(",")]
     if not runs:
@@ -57,10 +60,12 @@ def main(argv: list[str] | None = None) -> None:
     per_rank = args.batch_size // args.ranks
     flop = per_rank * sum(m.flop for m in profile_gpt(model, batch_size=1, repeats=1))  # chapter 1's count
     print(f"reference GPT ({n:,} parameters), {args.ranks} ranks, global batch {args.batch_size}, "
-          f"{args.steps} steps, AdamW lr 2e-3; {flop / 1e6:.0f} MFLOP per rank and step")
+          f"{args.steps} steps, {args.optimizer} lr {args.lr:g}"
+          + (f" momentum {args.momentum:g}" if args.optimizer == "sgd" else "")
+          + f"; {flop / 1e6:.0f} MFLOP per rank and step")
     t0 = time.perf_counter()
     out = launch(_all_runs, args.ranks, config=cfg, steps=args.steps, batch_size=args.batch_size, runs=runs,
-                 timeout=3600)
+                 timeout=3600, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum)
     print(f"trained {len(runs)} methods in {time.perf_counter() - t0:.0f} s")
     base = _smooth(mean_losses([r["fp32"] for r in out]))[-1]
     target = 1.05 * base
