@@ -58,7 +58,7 @@ def ping_pong(rank: int, world_size: int, sizes: list[int], repeats: int = 20) -
     least 5) so the whole sweep stays short.
     """
     if world_size < 2:
-        raise ValueError("ping_pong needs at least 2 ranks: launch(ping_pong, 2, sizes)")
+        raise ValueError("ping_pong needs at least 2 ranks: launch(ping_pong, 2, sizes=sizes)")
     if rank > 1:
         return None
     peer = 1 - rank
@@ -87,7 +87,7 @@ def measure_point_to_point(sizes: list[int] | None = None, repeats: int = 20,
     sizes = list(sizes or DEFAULT_SIZES)
     if any((not isinstance(s, int)) or s < 4 or s % 4 for s in sizes):
         raise ValueError(f"sizes must be byte counts that are multiples of 4 (float32 messages), got {sizes}")
-    times = launch(ping_pong, 2, sizes, repeats, timeout=timeout)[0]
+    times = launch(ping_pong, 2, sizes=sizes, repeats=repeats, timeout=timeout, check_collectives=False)[0]
     return sizes, times
 
 
@@ -115,7 +115,7 @@ def fit_alpha_beta(nbytes, seconds) -> AlphaBeta:
 
 
 # ----------------------------------------------------------------------------- predicting
-ALGORITHMS = ("naive", "tree", "recursive_doubling", "ring", "reduce_scatter", "all_gather")
+ALGORITHMS = ("naive", "tree", "recursive_doubling", "ring", "rabenseifner", "reduce_scatter", "all_gather")
 
 
 def _concurrent(algorithm: str, p: int) -> float:
@@ -131,6 +131,9 @@ def predict(algorithm: str, nbytes: float, p: int, model: AlphaBeta, cores: int 
     * recursive doubling:                      ``log2 p (alpha + n beta)``, two more steps if p is
       not a power of two
     * ring:                                    ``2(p-1) alpha + 2 (p-1)/p n beta``
+    * Rabenseifner (halving, then doubling):   ``2 log2 p alpha + 2 (p-1)/p n beta`` for p a power
+      of two; otherwise p' = 2^floor(log2 p) ranks run it after a pairwise fold, which costs two
+      more whole-vector steps: ``2 log2 p' alpha + 2 (p'-1)/p' n beta + 2 (alpha + n beta)``
     * ring reduce-scatter or all-gather:       ``(p-1) alpha + (p-1)/p n beta``
 
     (Thakur, Rabenseifner & Gropp 2005; the ring's bandwidth term ``2(p-1)/p n beta`` is the
@@ -163,4 +166,8 @@ def predict(algorithm: str, nbytes: float, p: int, model: AlphaBeta, cores: int 
         return (int(math.log2(p)) + folds) * (a + n * b)
     if algorithm == "ring":
         return 2 * (p - 1) * a + 2 * (p - 1) / p * n * b
+    if algorithm == "rabenseifner":
+        p2 = 1 << (p.bit_length() - 1)
+        fold = 0.0 if p2 == p else 2 * (a + n * b)
+        return 2 * math.log2(p2) * a + 2 * (p2 - 1) / p2 * n * b + fold
     return (p - 1) * a + (p - 1) / p * n * b  # reduce_scatter, all_gather

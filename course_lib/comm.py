@@ -17,12 +17,14 @@ The launcher resets the counters when a rank starts and sends them back with the
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch.distributed import distributed_c10d
 from torch.distributed import P2POp, ReduceOp  # noqa: F401  (re-exported for learners)
 
 
@@ -75,6 +77,97 @@ def _check_tensor(name: str, t: object) -> None:
                          "(a view such as x[:, 0] or x.T must be copied before sending)")
 
 
+def _check_peer(fn: str, name: str, peer: object, group=None, allow_self: bool = False) -> None:
+    """``peer`` must be a rank that exists (and is in ``group``): gloo crashes or hangs otherwise."""
+    if peer is None and name == "src" and fn in ("recv", "irecv"):
+        return  # receive from any rank
+    if not isinstance(peer, int) or isinstance(peer, bool):
+        raise TypeError(f"{fn}: {name} must be an int rank, got {peer!r}")
+    world = dist.get_world_size()
+    if not 0 <= peer < world:
+        raise ValueError(f"{fn}: {name}={peer} but world_size is {world}: ranks are 0..{world - 1}")
+    if group is not None and peer not in dist.get_process_group_ranks(group):
+        raise ValueError(f"{fn}: {name}={peer} is not in the group (its ranks are "
+                         f"{dist.get_process_group_ranks(group)}); {name} is a global rank")
+    if not allow_self and peer == dist.get_rank():
+        raise ValueError(f"{fn}: {name}={peer} is this rank itself: a rank cannot send to or receive from "
+                         "itself; copy the tensor instead")
+
+
+def _check_sizes(fn: str, small: torch.Tensor, big: torch.Tensor, group, small_name: str, big_name: str) -> None:
+    """``big`` holds one ``small`` per rank, of the same dtype (all-gather and reduce-scatter into one tensor)."""
+    _check_tensor(fn, small)
+    _check_tensor(fn, big)
+    p = dist.get_world_size(group)
+    if big.numel() != p * small.numel():
+        raise ValueError(f"{fn}: {big_name} has {big.numel()} elements but must have world_size x {small_name} = "
+                         f"{p} x {small.numel()} = {p * small.numel()}")
+    if big.dtype != small.dtype:
+        raise TypeError(f"{fn}: {big_name} is {big.dtype} but {small_name} is {small.dtype}; use one dtype")
+
+
+def _check_list(fn: str, tensors: list, like: torch.Tensor, group, name: str) -> None:
+    """``tensors`` holds one tensor per rank, each of ``like``'s shape and dtype."""
+    p = dist.get_world_size(group)
+    if not isinstance(tensors, (list, tuple)) or len(tensors) != p:
+        got = len(tensors) if isinstance(tensors, (list, tuple)) else type(tensors).__name__
+        raise ValueError(f"{fn}: {name} must be a list of world_size = {p} tensors, got {got}")
+    for i, t in enumerate(tensors):
+        _check_tensor(fn, t)
+        if t.shape != like.shape or t.dtype != like.dtype:
+            raise ValueError(f"{fn}: {name}[{i}] is {tuple(t.shape)} {t.dtype} but must match "
+                             f"{tuple(like.shape)} {like.dtype} (gloo refuses uneven sizes); pad the inputs first")
+
+
+def check_raw_point_to_point() -> None:
+    """Give ``torch.distributed``'s own send/recv the peer check of this module's.
+
+    A learner may call ``dist.send(t, dst=2)`` directly; with a rank that does not exist gloo
+    crashes the process or hangs. The launcher calls this in every worker, so the same call
+    raises a ValueError naming the rank range instead.
+    """
+    for name, arg in (("send", "dst"), ("isend", "dst"), ("recv", "src"), ("irecv", "src")):
+        original = getattr(dist, name)
+        if getattr(original, "_course_checked", False):
+            continue
+
+        @functools.wraps(original)
+        def checked(tensor, *args, _original=original, _name=name, _arg=arg, **kwargs):
+            peer = args[0] if args else kwargs.get(_arg)
+            group = args[1] if len(args) > 1 else kwargs.get("group")
+            if peer is not None:  # None: a group-relative peer (group_dst=...), which torch checks
+                _check_peer(_name, _arg, peer, group)
+            return _original(tensor, *args, **kwargs)
+
+        checked._course_checked = True
+        # Both names: P2POp and batch_isend_irecv compare ops with distributed_c10d's own.
+        setattr(dist, name, checked)
+        setattr(distributed_c10d, name, checked)
+
+
+def _point_to_point(fn: str, tensor: torch.Tensor, role: str, peer: object, group) -> int:
+    """Check a message to (``role="dst"``) or from (``"src"``) ``peer`` and count its bytes."""
+    _check_tensor(fn, tensor)
+    _check_peer(fn, role, peer, group)
+    nbytes = _nbytes(tensor)
+    if role == "dst":
+        _stats.sent_bytes += nbytes
+        _stats.sent_messages += 1
+    else:
+        _stats.recv_bytes += nbytes
+        _stats.recv_messages += 1
+    return nbytes
+
+
+def _check_rooted(fn: str, tensor: torch.Tensor, root_name: str, root: object, tensors: list | None,
+                  list_name: str, group) -> None:
+    """gather and scatter: a root that exists and, on the root, one tensor per rank."""
+    _check_tensor(fn, tensor)
+    _check_peer(fn, root_name, root, group, allow_self=True)
+    if tensors is not None:
+        _check_list(fn, tensors, tensor, group, list_name)
+
+
 def _record(op: str, nbytes: int, t0: float, t1: float | None, peer: int | None = None) -> None:
     if tracing:
         _stats.trace.append((op, nbytes, t0, t1, peer))
@@ -89,58 +182,44 @@ def _collective(op: str, nbytes: int) -> float:
 # ----------------------------------------------------------------------------- point to point
 def send(tensor: torch.Tensor, dst: int, group=None, tag: int = 0) -> None:
     """Blocking send of ``tensor`` to rank ``dst``."""
-    _check_tensor("send", tensor)
+    nbytes = _point_to_point("send", tensor, "dst", dst, group)
     t0 = time.perf_counter()
     dist.send(tensor, dst, group=group, tag=tag)
-    _stats.sent_bytes += _nbytes(tensor)
-    _stats.sent_messages += 1
-    _record("send", _nbytes(tensor), t0, time.perf_counter(), dst)
+    _record("send", nbytes, t0, time.perf_counter(), dst)
 
 
 def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0) -> int:
     """Blocking receive into ``tensor`` (its shape and dtype must match what is sent)."""
-    _check_tensor("recv", tensor)
+    nbytes = _point_to_point("recv", tensor, "src", src, group)
     t0 = time.perf_counter()
     sender = dist.recv(tensor, src, group=group, tag=tag)
-    _stats.recv_bytes += _nbytes(tensor)
-    _stats.recv_messages += 1
-    _record("recv", _nbytes(tensor), t0, time.perf_counter(), src)
+    _record("recv", nbytes, t0, time.perf_counter(), src)
     return sender
 
 
 def isend(tensor: torch.Tensor, dst: int, group=None, tag: int = 0):
     """Non-blocking send; returns a Work whose ``wait()`` completes it."""
-    _check_tensor("isend", tensor)
-    _stats.sent_bytes += _nbytes(tensor)
-    _stats.sent_messages += 1
-    _record("isend", _nbytes(tensor), time.perf_counter(), None, dst)
+    _record("isend", _point_to_point("isend", tensor, "dst", dst, group), time.perf_counter(), None, dst)
     return dist.isend(tensor, dst, group=group, tag=tag)
 
 
 def irecv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0):
     """Non-blocking receive; the data is in ``tensor`` only after ``wait()``."""
-    _check_tensor("irecv", tensor)
-    _stats.recv_bytes += _nbytes(tensor)
-    _stats.recv_messages += 1
-    _record("irecv", _nbytes(tensor), time.perf_counter(), None, src)
+    _record("irecv", _point_to_point("irecv", tensor, "src", src, group), time.perf_counter(), None, src)
     return dist.irecv(tensor, src, group=group, tag=tag)
 
 
 def batch_isend_irecv(ops: list[P2POp]) -> list:
     """Start a list of ``P2POp(dist.isend/irecv, tensor, peer)`` together; returns their Works."""
     for op in ops:
-        n = _nbytes(op.tensor)
-        if op.op is dist.isend:
-            _stats.sent_bytes += n
-            _stats.sent_messages += 1
-        else:
-            _stats.recv_bytes += n
-            _stats.recv_messages += 1
+        _point_to_point("batch_isend_irecv", op.tensor, "dst" if op.op is dist.isend else "src", op.peer, op.group)
     return dist.batch_isend_irecv(ops)
 
 
 # ----------------------------------------------------------------------------- collectives
 def broadcast(tensor: torch.Tensor, src: int, group=None, async_op: bool = False):
+    _check_tensor("broadcast", tensor)
+    _check_peer("broadcast", "src", src, group, allow_self=True)
     t0 = _collective("broadcast", _nbytes(tensor))
     w = dist.broadcast(tensor, src, group=group, async_op=async_op)
     _record("broadcast", _nbytes(tensor), t0, None if async_op else time.perf_counter())
@@ -148,6 +227,7 @@ def broadcast(tensor: torch.Tensor, src: int, group=None, async_op: bool = False
 
 
 def all_reduce(tensor: torch.Tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
+    _check_tensor("all_reduce", tensor)
     t0 = _collective("all_reduce", _nbytes(tensor))
     w = dist.all_reduce(tensor, op=op, group=group, async_op=async_op)
     _record("all_reduce", _nbytes(tensor), t0, None if async_op else time.perf_counter())
@@ -155,14 +235,15 @@ def all_reduce(tensor: torch.Tensor, op=ReduceOp.SUM, group=None, async_op: bool
 
 
 def reduce(tensor: torch.Tensor, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False):
+    _check_tensor("reduce", tensor)
+    _check_peer("reduce", "dst", dst, group, allow_self=True)
     _collective("reduce", _nbytes(tensor))
     return dist.reduce(tensor, dst, op=op, group=group, async_op=async_op)
 
 
 def all_gather(tensor_list: list[torch.Tensor], tensor: torch.Tensor, group=None, async_op: bool = False):
-    if any(t.shape != tensor.shape for t in tensor_list):
-        raise ValueError("all_gather: every tensor in tensor_list must have the shape of tensor "
-                         f"{tuple(tensor.shape)} (gloo refuses uneven sizes); pad the inputs first")
+    _check_tensor("all_gather", tensor)
+    _check_list("all_gather", tensor_list, tensor, group, "tensor_list")
     _collective("all_gather", _nbytes(tensor))
     return dist.all_gather(tensor_list, tensor, group=group, async_op=async_op)
 
@@ -170,6 +251,7 @@ def all_gather(tensor_list: list[torch.Tensor], tensor: torch.Tensor, group=None
 def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
     """``output = cat(input of rank 0, ..., input of rank p-1)``: torch 2.13's name for
     ``all_gather_into_tensor``."""
+    _check_sizes("all_gather_single", input, output, group, "input", "output")
     _collective("all_gather_single", _nbytes(input))
     return dist.all_gather_single(output, input, group=group, async_op=async_op)
 
@@ -177,18 +259,21 @@ def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, asy
 def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
     """The pre-2.13 name of :func:`all_gather_single` (same operation, without torch's
     deprecation warning printed by every rank)."""
+    _check_sizes("all_gather_into_tensor", input, output, group, "input", "output")
     _collective("all_gather_into_tensor", _nbytes(input))
     return dist.all_gather_single(output, input, group=group, async_op=async_op)
 
 
 def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst: int = 0,
            group=None, async_op: bool = False):
+    _check_rooted("gather", tensor, "dst", dst, gather_list, "gather_list", group)
     _collective("gather", _nbytes(tensor))
     return dist.gather(tensor, gather_list, dst=dst, group=group, async_op=async_op)
 
 
 def scatter(tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None = None, src: int = 0,
             group=None, async_op: bool = False):
+    _check_rooted("scatter", tensor, "src", src, scatter_list, "scatter_list", group)
     _collective("scatter", _nbytes(scatter_list))
     return dist.scatter(tensor, scatter_list, src=src, group=group, async_op=async_op)
 
@@ -197,6 +282,8 @@ def reduce_scatter(output: torch.Tensor, input_list: list[torch.Tensor], op=Redu
                    group=None, async_op: bool = False):
     """``output = sum over ranks of input_list[rank]``. Note: gloo implements reduce-scatter as
     a full all-reduce followed by a local slice, i.e. twice the traffic of a ring reduce-scatter."""
+    _check_tensor("reduce_scatter", output)
+    _check_list("reduce_scatter", input_list, output, group, "input_list")
     _collective("reduce_scatter", _nbytes(input_list))
     return dist.reduce_scatter(output, input_list, op=op, group=group, async_op=async_op)
 
@@ -205,6 +292,7 @@ def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
                           group=None, async_op: bool = False):
     """``output = chunk r of (sum over ranks of input)`` on rank r: torch 2.13's name for
     ``reduce_scatter_tensor``. gloo runs it as a full all-reduce (twice a ring's traffic)."""
+    _check_sizes("reduce_scatter_single", output, input, group, "output", "input")
     _collective("reduce_scatter_single", _nbytes(input))
     return dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
 
@@ -212,12 +300,17 @@ def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
 def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp.SUM,
                           group=None, async_op: bool = False):
     """The pre-2.13 name of :func:`reduce_scatter_single` (same operation, no warning)."""
+    _check_sizes("reduce_scatter_tensor", output, input, group, "output", "input")
     _collective("reduce_scatter_tensor", _nbytes(input))
     return dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
 
 
 def all_to_all(output_tensor_list: list[torch.Tensor], input_tensor_list: list[torch.Tensor],
                group=None, async_op: bool = False):
+    p = dist.get_world_size(group)
+    if len(output_tensor_list) != p or len(input_tensor_list) != p:
+        raise ValueError(f"all_to_all: output_tensor_list and input_tensor_list must each hold world_size = {p} "
+                         f"tensors, got {len(output_tensor_list)} and {len(input_tensor_list)}")
     _collective("all_to_all", _nbytes(input_tensor_list))
     return dist.all_to_all(output_tensor_list, input_tensor_list, group=group, async_op=async_op)
 

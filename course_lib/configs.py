@@ -3,6 +3,7 @@
     reference_config(vocab)  4 layers, width 64: the chapter-0b reference run (207k parameters)
     small_config(vocab)      2 layers, width 32: multi-rank runs and tests (28k parameters)
     toy_config()             2 layers, width 16, vocabulary 16: graded checks, instant on any laptop
+    tp_config(vocab)         small_config with 4 heads: tensor parallelism at degrees 1, 2, 4
 """
 from __future__ import annotations
 
@@ -27,3 +28,9 @@ def small_config(vocab_size: int) -> GPTConfig:
 def toy_config(vocab_size: int = 16) -> GPTConfig:
     """2 layers, 2 heads, width 16, context 8: graded checks that must run in milliseconds."""
     return GPTConfig(vocab_size=vocab_size, block_size=8, n_layer=2, n_head=2, n_embd=16)
+
+
+def tp_config(vocab_size: int) -> GPTConfig:
+    """2 layers, 4 heads, width 32, context 32: small_config with 4 heads, so that tensor
+    parallelism (which splits attention by whole heads) runs at degrees 1, 2 and 4."""
+    return GPTConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=4, n_embd=32)

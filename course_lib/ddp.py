@@ -7,12 +7,12 @@
 Three steps, each a lesson of chapter 4:
 
 1. :func:`broadcast_parameters`: every replica starts from rank 0's weights.
-2. :class:`DataParallel`: the all-reduce of gradients, in *buckets* launched from autograd
+2. :class:`BucketedDDP`: the all-reduce of gradients, in *buckets* launched from autograd
    hooks while the backward pass is still computing earlier layers (overlap), as in
    PyTorch DDP (Li et al. 2020, "PyTorch Distributed: Experiences on Accelerating Data
    Parallel Training", VLDB). Buckets follow the *reverse* parameter order, the order in
    which backward produces gradients.
-3. :meth:`DataParallel.no_sync`: gradient accumulation over micro-batches, communicating
+3. :meth:`BucketedDDP.no_sync`: gradient accumulation over micro-batches, communicating
    only on the last one.
 
 All communication goes through :mod:`course_lib.comm`, so the bytes are counted: one step
@@ -29,9 +29,6 @@ import torch
 import torch.nn as nn
 
 from course_lib import comm
-from course_lib.collectives import ring_all_reduce
-from course_lib.data import get_batch, get_batch_shard, load_dataset
-from course_lib.model import GPT, GPTConfig
 
 DEFAULT_BUCKET_CAP_BYTES = 25 * 2**20  # torch DDP's default bucket_cap_mb=25
 
@@ -94,14 +91,17 @@ class StepTimeline:
     wait_end: float | None = None  # gradients averaged, optimizer may step
 
 
-class DataParallel(nn.Module):
+class BucketedDDP(nn.Module):
     """DDP from scratch: ``loss.backward()`` returns with gradients averaged over the ranks.
 
     ``g <- (1/p) sum_r g_r`` per bucket; buckets of at most ``bucket_cap_bytes`` in reverse
     parameter order; with ``overlap=True`` each bucket's ``all_reduce(async_op=True)`` starts
     from the post-accumulate-grad hook of its last parameter, while backward goes on with
     earlier layers; with ``overlap=False`` all buckets start after backward (the baseline).
-    Li et al. 2020 (PyTorch DDP, VLDB), sec. 3.2.
+    Li et al. 2020 (PyTorch DDP, VLDB), sec. 3.2. It is the course's version of
+    ``torch.nn.parallel.DistributedDataParallel`` (one process per rank), not of
+    ``torch.nn.DataParallel`` (one process, threads, one replica per GPU): both are data
+    parallelism, neither is model parallelism.
 
     ``compressor`` (chapter 7): an object with ``reduce(tensor, key) -> mean estimate``, e.g.
     ``course_lib.compression.TopK(0.01)``; each bucket then goes through it (synchronously,
@@ -113,7 +113,7 @@ class DataParallel(nn.Module):
                  overlap: bool = True, broadcast: bool = True, compressor=None) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
-            raise TypeError(f"DataParallel wraps an nn.Module, got {type(module).__name__}")
+            raise TypeError(f"BucketedDDP wraps an nn.Module, got {type(module).__name__}")
         self.module = module
         self.world_size = comm.get_world_size()
         self.overlap = overlap
@@ -214,151 +214,3 @@ class DataParallel(nn.Module):
         self._next = 0
         self._in_backward = False
         self.timeline.wait_end = time.perf_counter()
-
-
-# No annotations on the hook: torch's DDP checks that ``bucket`` is annotated as exactly
-# dist.GradBucket, and this file's ``from __future__ import annotations`` makes them strings.
-def ring_allreduce_hook(state, bucket):
-    """A comm hook for PyTorch's own DDP that averages each bucket with the course's ring:
-    ``g <- (1/p) sum_r g_r`` by :func:`course_lib.collectives.ring_all_reduce`, op="avg".
-
-    ``ddp.register_comm_hook(state, ring_allreduce_hook)`` swaps DDP's gloo all-reduce for
-    chapter 3's ring, so torch's bucketing and autograd plumbing run on our collective (the
-    hook API: Li et al. 2020; ``torch.distributed.algorithms.ddp_comm_hooks``). ``state``: a
-    list that records each bucket's element count (so the bytes can be checked), or None;
-    ``bucket``: a ``torch.distributed.GradBucket``. Returns a completed ``Future[Tensor]``.
-    The ring runs synchronously inside the hook, so this hook gives up overlap; that is the
-    price of writing it in Python on blocking waits.
-    """
-    buf = bucket.buffer()
-    if state is not None:
-        state.append(buf.numel())
-    ring_all_reduce(buf, op="avg")
-    fut: torch.futures.Future = torch.futures.Future()
-    fut.set_result(buf)
-    return fut
-
-
-# ---------------------------------------------------------------------------------- helpers
-def flat_params(module: nn.Module) -> torch.Tensor:
-    """All parameters as one vector (ties counted once), for allclose comparisons."""
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
-
-
-def _optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
-    from course_lib.train import make_optimizer
-
-    return make_optimizer(model, name, lr=lr)
-
-
-def train_single(config: GPTConfig, steps: int, batch_size: int, optimizer: str = "adamw",
-                 lr: float = 2e-3, seed: int = 0, threads: int = 1) -> dict:
-    """The reference: one process, the full global batch each step. Returns final params and losses.
-
-    ``threads`` intra-op threads (restored afterwards): 1 by default, like each rank, because a
-    notebook kernel shares the cores with the ranks and 2 spinning threads on a busy 2-core
-    machine ran 10x slower than 1.
-    """
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _train_single(config, steps, batch_size, optimizer, lr, seed)
-    finally:
-        torch.set_num_threads(old)
-
-
-def _train_single(config: GPTConfig, steps: int, batch_size: int, optimizer: str, lr: float, seed: int) -> dict:
-    data = load_dataset()
-    torch.manual_seed(seed)
-    model = GPT(config)
-    opt = _optimizer(model, optimizer, lr)
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(steps):
-        x, y = get_batch(data.train, batch_size, config.block_size, gen)
-        opt.zero_grad(set_to_none=True)
-        _, loss = model(x, y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return {"params": flat_params(model), "losses": losses}
-
-
-def train_data_parallel(rank: int, world_size: int, config: GPTConfig, steps: int, batch_size: int,
-                        impl: str = "course", bucket_cap_bytes: int = DEFAULT_BUCKET_CAP_BYTES,
-                        overlap: bool = True, micro_batches: int = 1, optimizer: str = "adamw",
-                        lr: float = 2e-3, seed: int = 0, warmup: int = 0) -> dict:
-    """One rank of data-parallel training on its ``batch_size / world_size`` rows of each
-    global batch (drawn exactly as :func:`train_single` draws them).
-
-    ``impl``: ``"course"`` (:class:`DataParallel`), ``"torch"``
-    (``torch.nn.parallel.DistributedDataParallel`` with the same bucket cap) or
-    ``"torch+ring"`` (torch's DDP with :func:`ring_allreduce_hook`). The model is
-    built with seed ``seed + rank`` on purpose: the initial broadcast must make the replicas equal.
-    ``micro_batches`` > 1 accumulates gradients, communicating only on the last micro-batch.
-    Returns final params, this rank's per-step losses (their mean over ranks is the
-    full-batch loss), step times (after ``warmup`` untimed steps), the last step's
-    :class:`StepTimeline`, this rank's comm counters of the timed steps and, for
-    ``"torch+ring"``, the element count of each bucket the hook averaged in those steps.
-    """
-    if impl not in ("course", "torch", "torch+ring"):
-        raise ValueError(f"impl must be 'course', 'torch' or 'torch+ring', got {impl!r}")
-    local = batch_size // world_size
-    if batch_size % world_size or local % micro_batches:
-        raise ValueError(f"batch_size={batch_size} must split into world_size={world_size} ranks x "
-                         f"micro_batches={micro_batches} equal parts; pick a multiple of {world_size * micro_batches}")
-    data = load_dataset()
-    torch.manual_seed(seed + rank)
-    model = GPT(config)
-    if impl == "course":
-        ddp: nn.Module = DataParallel(model, bucket_cap_bytes, overlap=overlap)
-    else:
-        ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=bucket_cap_bytes / 2**20)
-    hook_buckets: list[int] = []  # element count of each bucket the ring hook averaged
-    if impl == "torch+ring":
-        ddp.register_comm_hook(hook_buckets, ring_allreduce_hook)
-    opt = _optimizer(model, optimizer, lr)
-    gen = torch.Generator().manual_seed(seed)
-    losses, times = [], []
-    for step in range(warmup + steps):
-        if step == warmup:
-            comm.reset_stats()
-            hook_buckets.clear()
-        x, y = get_batch_shard(data.train, batch_size, config.block_size, gen, rank, world_size)
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        total = 0.0
-        for m in range(micro_batches):
-            rows = slice(m * local // micro_batches, (m + 1) * local // micro_batches)
-            # The last micro-batch communicates; the others only accumulate locally.
-            ctx = ddp.no_sync() if m < micro_batches - 1 else contextlib.nullcontext()
-            with ctx:
-                _, loss = ddp(x[rows], y[rows])
-                (loss / micro_batches).backward()
-            total += loss.item() / micro_batches
-        opt.step()
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
-            losses.append(total)
-    return {"params": flat_params(model), "losses": losses, "step_seconds": times,
-            "timeline": getattr(ddp, "timeline", None), "comm": comm.get_stats(), "hook_buckets": hook_buckets}
-
-
-def plot_timeline(ax, timeline: StepTimeline, title: str = "") -> None:
-    """Draw one step of one rank: forward, backward, and each bucket's all-reduce from its
-    launch to its completion (ms since the forward started)."""
-    if timeline is None or timeline.forward is None:
-        raise ValueError("no timeline recorded: run a step through DataParallel first")
-    t0 = timeline.forward[0]
-    ms = lambda t: 1e3 * (t - t0)  # noqa: E731
-    rows = [("forward", *timeline.forward, "#4C72B0"), ("backward (from 1st grad)", *timeline.backward, "#55A868")]
-    for i, start, end, nbytes in timeline.buckets:
-        rows.append((f"bucket {i} ({nbytes // 1024} KiB)", start, end, "#DD8452"))
-    for y, (label, start, end, colour) in enumerate(rows):
-        ax.barh(y, ms(end) - ms(start), left=ms(start), color=colour, height=0.7)
-    ax.axvline(ms(timeline.backward[1]), color="#55A868", ls="--", lw=1)
-    ax.axvline(ms(timeline.wait_end), color="k", ls=":", lw=1)
-    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("ms since the forward pass started (dashed: backward returned; dotted: grads averaged)")
-    ax.set_title(title, fontsize=10)

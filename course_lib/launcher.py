@@ -8,7 +8,8 @@ What it takes care of, and why each matters in a classroom:
 * ``fn`` may be defined in a notebook cell and close over notebook variables. The standard
   ``spawn`` start method pickles functions *by reference* (``__main__.fn``), which a fresh
   child cannot import. We serialise ``fn`` *by value* with cloudpickle and start the ranks
-  from a ``forkserver`` that has imported torch once, so a later launch costs ~0.1 s, not 2 s.
+  from a ``forkserver`` that has imported torch once, so a later launch forks a warm process
+  instead of importing torch again (``./course bench launch`` measures both).
 * No fixed port, ever. Each launch rendezvous through a ``FileStore`` in a fresh temporary
   directory, so two notebooks (or parallel tests) can never join each other's process group.
 * Each rank's output is captured (Python and C level) and printed in rank order, prefixed by
@@ -19,6 +20,14 @@ What it takes care of, and why each matters in a classroom:
 * A deadlock: after ``timeout`` seconds every unfinished rank dumps its Python stack
   (faulthandler), and you get a :class:`DeadlockError` naming each stuck rank, the
   ``torch.distributed`` call it was blocked in and the line of your code that called it.
+* Ranks that call different collectives, or the same one with tensors of different shapes or
+  dtypes: with ``check_collectives=True`` (the default) PyTorch compares every collective's
+  fingerprint across ranks before running it (``TORCH_DISTRIBUTED_DEBUG=DETAIL``), and you get a
+  :class:`CollectiveMismatchError` at once, naming each rank's call and your line, instead of
+  a deadlock after ``timeout`` seconds. The check costs one extra small all-gather per
+  collective (``./course bench launch`` measures it); benchmarks and timing cells turn it off.
+* A crash in C code (e.g. a send to a rank that does not exist): the crashed rank's Python
+  stack at the moment of the crash, so you see your line.
 * Interrupting the kernel ends the workers too; a worker whose kernel dies kills itself.
   No process is ever left behind, and the next launch works.
 """
@@ -47,10 +56,12 @@ from typing import Any, Callable
 import cloudpickle
 
 DEFAULT_TIMEOUT = 30.0  # seconds for a whole run; chapters with long training runs pass more
+CHECK_COLLECTIVES = True  # compare every collective across ranks first (see launch's docstring)
 _GRACE = 2.0  # seconds a rank's peers get to report after it failed, before being killed
 _PEER_CLOSED = re.compile(
     r"Connection closed by peer|Connection reset by peer|Broken pipe|"
-    r"ECONNRESET|EPIPE|recvBytes|Socket closed|read.*failed|Connection refused",
+    r"ECONNRESET|EPIPE|recvBytes|Socket closed|read.*failed|Connection refused|"
+    r"failed to pass monitoredBarrier",  # the collective check's barrier: a peer died, not this rank
     re.IGNORECASE,
 )
 
@@ -65,15 +76,46 @@ class LaunchError(RuntimeError):
         return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
 
 
+def short_paths(text: str) -> str:
+    """Tracebacks without this machine's folders: ``torch/...``, ``course_lib/...``, ``multiprocessing/...``.
+
+    A learner needs the file and the line, not where Python is installed; and notebooks are
+    committed with their outputs, which must not carry the author's paths.
+    """
+    def short(m: re.Match) -> str:
+        path = m.group(1)
+        for marker in ("site-packages/", "/course_lib/", "/lib/python3."):
+            i = path.rfind(marker)
+            if i >= 0:
+                rest = path[i + len(marker):]
+                if marker == "/lib/python3.":
+                    rest = rest.split("/", 1)[-1]
+                return f'File "{"course_lib/" if marker == "/course_lib/" else ""}{rest}"'
+        return f'File "{os.path.basename(path)}"' if os.path.isabs(path) else m.group(0)
+
+    return re.sub(r'File "([^"]+)"', short, text)
+
+
 class WorkerError(LaunchError):
     """A rank raised. ``rank``, ``exc_type`` and ``worker_traceback`` say where and what."""
 
     def __init__(self, rank: int, exc_type: str, message: str, worker_traceback: str):
+        worker_traceback = short_paths(worker_traceback)
         self.rank, self.exc_type, self.worker_traceback = rank, exc_type, worker_traceback
         super().__init__(
             f"rank {rank} raised {exc_type}: {message}\n\n"
             f"--- traceback of rank {rank} ---\n{worker_traceback.rstrip()}"
         )
+
+
+class CollectiveMismatchError(WorkerError):
+    """Ranks called different collectives (op, shape or dtype). ``calls`` maps rank -> its call."""
+
+    def __init__(self, rank: int, summary: str, calls: dict[int, str], worker_traceback: str):
+        self.calls = calls
+        lines = "\n".join(f"  rank {r}: {where}" for r, where in sorted(calls.items()))
+        LaunchError.__init__(self, f"{summary}\n{lines}")
+        self.rank, self.exc_type, self.worker_traceback = rank, "CollectiveMismatchError", worker_traceback
 
 
 class DeadlockError(LaunchError):
@@ -113,6 +155,7 @@ class _Job:
     threads: int
     backend: str
     pg_timeout: float
+    check_collectives: bool
     done: Any  # SimpleQueue: a rank puts its number here when it has written its result
     release: Any  # Event: set by the parent once every rank is done
 
@@ -159,6 +202,8 @@ def _write_atomic(path: str, obj: Any) -> None:
 
 
 def _worker_main(job: _Job) -> None:
+    # torch is imported in the worker, not at the top: a learner's kernel imports the launcher,
+    # and the launcher itself needs only the standard library (the forkserver preloads torch).
     import torch
     import torch.distributed as dist
 
@@ -169,6 +214,8 @@ def _worker_main(job: _Job) -> None:
     _redirect_output(os.path.join(d, f"rank{rank}.out"))
     stack_file = open(os.path.join(d, f"rank{rank}.stack"), "w")
     faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
+    crash_file = open(os.path.join(d, f"rank{rank}.crash"), "w")
+    faulthandler.enable(file=crash_file, all_threads=False)  # SIGSEGV & co: the stack at the crash
     torch.set_num_threads(job.threads)
     # The same variables torchrun sets, so worker code can be written once for both.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(ws), LOCAL_RANK=str(rank))
@@ -176,10 +223,15 @@ def _worker_main(job: _Job) -> None:
     try:
         fn, args, kwargs = cloudpickle.loads(job.payload)
         store = dist.FileStore(os.path.join(d, "store"), ws)
+        # DETAIL wraps the process group so that each collective first compares its op, shapes
+        # and dtypes across ranks; a mismatch raises at once instead of hanging.
+        os.environ["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL" if job.check_collectives else "OFF"
+        dist.set_debug_level_from_env()
         dist.init_process_group(
             job.backend, store=store, rank=rank, world_size=ws,
             timeout=timedelta(seconds=job.pg_timeout),
         )
+        comm.check_raw_point_to_point()
         result = fn(rank, ws, *args, **kwargs)
         try:
             blob = cloudpickle.dumps((result, comm.get_stats()))
@@ -212,21 +264,68 @@ def _worker_main(job: _Job) -> None:
 _ctx: mp.context.BaseContext | None = None
 
 
-# torch._dynamo: every torch.optim step imports it (torch 2.13), which costs 1-4 s in each
-# fresh rank; imported once in the forkserver it costs nothing per launch.
-_PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed", "torch._dynamo"]
+# Two forkservers, so that the first launch is quick and later ones are quicker still. The first
+# (started when the launcher is imported in a kernel) preloads torch.distributed only. After the
+# first launch, a second one starts in the background that also preloads torch._dynamo, which
+# every torch.optim step imports (torch 2.13) and which takes seconds in each fresh rank; the next
+# launch switches to it (waiting for it if it is still importing). Both fork their workers from
+# memory: no rank imports torch itself.
+_PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed"]
+_PRELOAD_FULL = _PRELOAD + ["torch._dynamo", "course_lib._forkserver_ready"]
 _ctx_lock = threading.Lock()
+_full_server: Any = None  # the second forkserver, once started
+_switched = False  # True once new workers come from the second forkserver
+_full_ready = os.path.join(tempfile.gettempdir(), f"course-forkserver-ready-{os.getpid()}")
+_FULL_SERVER_WAIT = 60.0  # seconds a launch waits for the full server before using the first one
 
 
 def _context() -> mp.context.BaseContext:
-    """A forkserver that imports torch once, so that later launches fork a warm process."""
+    """The forkserver context; switches to the fully preloaded server once it is ready."""
     global _ctx
     with _ctx_lock:
         if _ctx is None:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(_PRELOAD)
             _ctx = ctx
+        if _full_server is not None:
+            # Wait for it rather than use the first server: there, every rank of a job that
+            # steps an optimizer would import torch._dynamo itself, which costs more.
+            deadline = time.time() + _FULL_SERVER_WAIT
+            while not os.path.exists(_full_ready) and time.time() < deadline:
+                time.sleep(0.02)
+            if os.path.exists(_full_ready):
+                _switch_to_full_server()
     return _ctx
+
+
+def _start_full_server() -> None:
+    """Start the fully preloaded forkserver in the background (once per process)."""
+    global _full_server
+    from multiprocessing import forkserver
+
+    with _ctx_lock:
+        if _full_server is not None or _switched:
+            return
+        server = forkserver.ForkServer()
+        server.set_forkserver_preload(_PRELOAD_FULL)
+        _full_server = server
+    os.environ["COURSE_FORKSERVER_READY"] = _full_ready  # read by course_lib._forkserver_ready
+    threading.Thread(target=server.ensure_running, name="course-forkserver-full", daemon=True).start()
+
+
+def _switch_to_full_server() -> None:
+    """Route new workers to the full server and stop the first one (no worker of it is alive:
+    called at the start of a launch, and every launch ends its workers)."""
+    global _full_server, _switched
+    from multiprocessing import forkserver
+
+    old, new = forkserver._forkserver, _full_server
+    for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload"):
+        setattr(forkserver, name, getattr(new, name))
+    forkserver._forkserver = new
+    _full_server, _switched = None, True
+    old._stop()
+    os.unlink(_full_ready)
 
 
 def warm_up() -> None:
@@ -244,8 +343,8 @@ def warm_up() -> None:
 def default_threads(world_size: int) -> int:
     """Intra-op threads per rank: ranks share the machine's cores, so cores // world_size.
 
-    Oversubscription is expensive: with 4 ranks on 2 cores, 2 threads per rank ran 6x slower
-    than 1 on this course's reference machine.
+    Oversubscription is expensive: threads that outnumber the cores spin while they wait for
+    each other, and every rank slows down.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // world_size)
@@ -265,12 +364,13 @@ def _where(stack_dump: str) -> str:
     if not frames:
         return "no stack available (the rank may be stuck in C code outside Python)"
     # faulthandler lists the main thread last and each thread most recent call first.
-    main = stack_dump.strip().split("\n\n")[-1]
+    blocks = [b for b in stack_dump.strip().split("\n\n") if 'File "' in b]
+    main = blocks[-1] if blocks else stack_dump
     frames = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', main) or frames
     dist_op = next((fn for f, _, fn in frames if "torch/distributed" in f
                     and fn not in ("wrapper", "_time_logger", "_exception_logger")), None)
     user = next(((f, int(n), fn) for f, n, fn in frames
-                 if "torch/" not in f and "course_lib/launcher" not in f and "course_lib/comm" not in f
+                 if "/lib/python3" not in f and "course_lib/launcher" not in f and "course_lib/comm" not in f
                  and "multiprocessing" not in f), None)
     course = next((fn for f, _, fn in frames if "course_lib/comm" in f), None)
     parts = []
@@ -278,7 +378,7 @@ def _where(stack_dump: str) -> str:
         parts.append(f"blocked in course_lib.comm.{course}")
     elif dist_op:
         parts.append(f"blocked in torch.distributed.{dist_op}")
-    elif user:
+    elif user and "Fatal Python error" not in stack_dump:
         parts.append("blocked (e.g. in Work.wait() or a loop)")
     if user:
         f, n, fn = user
@@ -330,7 +430,8 @@ def _print_outputs(run_dir: str, world_size: int, already: list[int]) -> None:
     for r in range(world_size):
         text = _read(os.path.join(run_dir, f"rank{r}.out"))[already[r]:]
         for line in text.splitlines():
-            print(f"[rank {r}] {line}")
+            if "failed to pass monitoredBarrier" not in line:  # the collective check's echo of a peer's failure
+                print(f"[rank {r}] {line}")
 
 
 def launch(
@@ -341,17 +442,21 @@ def launch(
     backend: str = "gloo",
     threads: int | None = None,
     stream: bool = False,
+    check_collectives: bool | None = None,
     **kwargs: Any,
 ) -> RankResults:
     """Run ``fn(rank, world_size, *args, **kwargs)`` on ``world_size`` gloo processes; return results in rank order.
 
     Pass ``fn``'s own arguments by name, so the call reads on its own:
-    ``launch(train_data_parallel, 2, config=cfg, steps=8, batch_size=32)``. The four names below
+    ``launch(train_data_parallel, 2, config=cfg, steps=8, batch_size=32)``. The five names below
     belong to the launcher and are not passed on.
 
     ``timeout`` bounds the whole run (seconds). ``threads`` is the intra-op thread count per
     rank (default :func:`default_threads`). ``stream=True`` prints each rank's output as it
-    arrives (handy for long runs) instead of in rank order at the end.
+    arrives (handy for long runs) instead of in rank order at the end. ``check_collectives``:
+    compare every collective across ranks before running it (default :data:`CHECK_COLLECTIVES`,
+    on; the environment variable ``COURSE_CHECK_COLLECTIVES=0`` turns the default off). Pass
+    ``False`` where you measure speed.
     """
     if not callable(fn):
         raise TypeError(f"launch() needs a function fn(rank, world_size, ...), got {type(fn).__name__}")
@@ -367,6 +472,8 @@ def launch(
             "run the same function under torchrun: python -m course_lib.torchrun_entry --help"
         )
     threads = threads or default_threads(world_size)
+    if check_collectives is None:
+        check_collectives = CHECK_COLLECTIVES and os.environ.get("COURSE_CHECK_COLLECTIVES", "1") != "0"
     try:
         payload = cloudpickle.dumps((fn, args, kwargs))
     except Exception as e:
@@ -375,15 +482,15 @@ def launch(
             "picklable (tensors, numbers, functions); open files, locks and widgets are not."
         ) from e
 
+    ctx = _context()  # may wait for the forkserver to finish preloading: not part of the run's timeout
     t0 = time.time()
     run_dir = tempfile.mkdtemp(prefix="course-launch-")
-    ctx = _context()
     done, release = ctx.SimpleQueue(), ctx.Event()
     procs = [
         ctx.Process(
             target=_worker_main,
             args=(_Job(r, world_size, payload, run_dir, os.getpid(), threads, backend, timeout + 30,
-                       done, release),),
+                       bool(check_collectives), done, release),),
             name=f"course-rank{r}", daemon=True,
         )
         for r in range(world_size)
@@ -408,6 +515,7 @@ def launch(
             results.append(value)
             results.comm.append(stats)
         results.seconds = time.time() - t0
+        _start_full_server()
         return results
     except KeyboardInterrupt:
         _end(procs)
@@ -474,12 +582,79 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
         r = silent[0]
         code = procs[r].exitcode
         why = f"signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exit code {code}"
+        crash = _read(os.path.join(run_dir, f"rank{r}.crash")).split("\nExtension modules:")[0].strip()
+        if "Fatal Python error" in crash:
+            return WorkerError(r, "WorkerCrashed", f"the process crashed with {why} inside C code, "
+                               f"{_where(crash).replace('blocked in', 'in')}. A crash in torch.distributed "
+                               "often means a rank outside 0..world_size-1 or a tensor of the wrong shape; "
+                               "course_lib.comm checks both and says which", crash)
         return WorkerError(r, "WorkerDied", f"the process ended abruptly with {why} "
                            "(out of memory? os._exit? a crash in C code?)", "(no Python traceback)")
     causes = causes or errors
     r = min(causes, key=lambda k: causes[k]["time"])
     e = causes[r]
+    if _MISMATCH.search(e["message"]):
+        return _mismatch_error(r, e, _errors_of_every_rank(procs, run_dir))
     return WorkerError(r, e["exc_type"], e["message"], e["traceback"])
+
+
+_MISMATCH = re.compile(r"Detected mismatch between collectives")
+_FINGERPRINT = re.compile(r"Rank (\d+) is running collective: CollectiveFingerPrint\(SequenceNumber=\d+, "
+                          r"OpType=(\w+), TensorShape=\[([^\]]*)\], TensorDtypes=(\w+)")
+
+
+# PyTorch's names in a collective's fingerprint -> the torch.distributed call a learner wrote
+_OP_NAMES = {"ALLREDUCE": "all_reduce", "BROADCAST": "broadcast", "REDUCE": "reduce", "ALLGATHER": "all_gather",
+             "_ALLGATHER_BASE": "all_gather_into_tensor", "ALLGATHER_COALESCED": "all_gather_coalesced",
+             "GATHER": "gather", "SCATTER": "scatter", "REDUCE_SCATTER": "reduce_scatter",
+             "_REDUCE_SCATTER_BASE": "reduce_scatter_tensor", "ALLTOALL_BASE": "all_to_all_single",
+             "ALLTOALL": "all_to_all", "BARRIER": "barrier"}
+_DTYPE_NAMES = {"Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16",
+                "Long": "int64", "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool"}
+
+
+def _errors_of_every_rank(procs, run_dir: str) -> dict[int, dict]:
+    """Every rank's error report, waiting up to the grace period for ranks still writing theirs."""
+    deadline = time.time() + _GRACE
+    while True:
+        errors = _errors(run_dir, list(range(len(procs))))
+        pending = [r for r, p in enumerate(procs) if r not in errors and p.exitcode is None]
+        if not pending or time.time() > deadline:
+            return errors
+        time.sleep(0.02)
+
+
+def _mismatch_error(r: int, e: dict, errors: dict[int, dict]) -> CollectiveMismatchError:
+    """Translate PyTorch's fingerprint mismatch into each rank's call and the learner's line."""
+    calls = {int(rank): f"{_OP_NAMES.get(op, op.lower())}(shape [{shape}], {_DTYPE_NAMES.get(dtype, dtype)})"
+             for rank, op, shape, dtype in _FINGERPRINT.findall(e["message"])}
+    a, b = sorted(calls)[:2] if len(calls) >= 2 else (r, r)
+    aspects = e["message"].split("differ in the following aspects:")[-1]
+    what = [word for key, word in (("Op type", "collective"), ("shape", "shape"), ("dtype", "dtype"))
+            if key in aspects] or ["arguments"]
+    rule = "the same collective, in the same order" + (
+        f", with tensors of the same {' and '.join(w for w in what if w != 'collective')}"
+        if set(what) - {"collective"} else "")
+    summary = (f"rank {a} called {calls.get(a, '?')} while rank {b} called {calls.get(b, '?')}: "
+               f"every rank must call {rule}")
+    where = {}
+    for rank in calls:
+        line = _traceback_user_line(errors.get(rank, {}).get("traceback", ""))
+        where[rank] = f"{calls[rank]}" + (f", called from {line}" if line else "")
+    return CollectiveMismatchError(r, summary, where, e["traceback"])
+
+
+def _traceback_user_line(tb: str) -> str:
+    """The learner's innermost line in a formatted traceback: ``fn() line n: `source```."""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', tb)
+    user = [(f, n, fn) for f, n, fn in frames
+            if "/lib/python3" not in f and "torch/" not in f
+            and "course_lib/launcher" not in f and "course_lib/comm" not in f]
+    if not user:
+        return ""
+    f, n, fn = user[-1]
+    src = linecache.getline(f, int(n)).strip()  # a notebook cell's source is in this kernel's linecache
+    return f"{fn}() line {n}" + (f": `{src}`" if src else "")
 
 
 def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:

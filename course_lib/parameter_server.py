@@ -29,8 +29,11 @@ from typing import Callable, Protocol
 import torch
 
 from course_lib import comm
+from course_lib.collectives import chunk_bounds
+from course_lib.configs import small_config
+from course_lib.data import load_dataset, shard_batch
 from course_lib.model import GPT, GPTConfig
-from course_lib.update_rules import (batch_grad, flat_params, set_flat_params, small_gpt_config,
+from course_lib.update_rules import (batch_grad, flat_params, set_flat_params,
                                      step_batch)
 
 
@@ -88,7 +91,7 @@ class GPTProblem:
     """The course GPT on the tiny corpus. Worker k's gradient at its step c is the mean
     cross-entropy gradient on shard k of global batch c (:func:`step_batch`), so W workers
     together see exactly the batches a single process would. ``config=None``: the small
-    28k-parameter config (:func:`small_gpt_config`); pass ``default_config(...)`` for the
+    28k-parameter config (:func:`course_lib.configs.small_config`); pass ``reference_config(...)`` for the
     207k-parameter reference model."""
 
     config: GPTConfig | None = None
@@ -109,10 +112,8 @@ class GPTProblem:
 
     def _built(self) -> tuple[GPT, torch.Tensor, torch.Tensor]:
         if self._cache is None:
-            from course_lib.data import load_dataset
-
             data = load_dataset()
-            cfg = self.config or small_gpt_config(data.vocab_size)
+            cfg = self.config or small_config(data.vocab_size)
             torch.manual_seed(self.model_seed)
             self._cache = (GPT(cfg), data.train, data.val)
         return self._cache
@@ -121,8 +122,6 @@ class GPTProblem:
         return flat_params(self._built()[0])
 
     def grad(self, w: torch.Tensor, step: int, worker: int, n_workers: int) -> tuple[float, torch.Tensor]:
-        from course_lib.data import shard_batch
-
         model, train, _ = self._built()
         set_flat_params(model, w)
         x, y = step_batch(train, self.batch_size, model.config.block_size, self.batch_seed, step)
@@ -154,7 +153,7 @@ def flat_optimizer(w: torch.Tensor, name: str, lr: float) -> tuple[torch.nn.Para
 
 class _PlainSGD:
     """``p <- p - lr p.grad``: the arithmetic of ``torch.optim.SGD`` (``add_(grad, alpha=-lr)``),
-    without its one-time ~1 s of imports in every freshly launched process."""
+    without the one-time imports of ``torch.optim`` in every freshly launched process."""
 
     def __init__(self, p: torch.nn.Parameter, lr: float) -> None:
         self.p, self.lr = p, lr
@@ -165,13 +164,11 @@ class _PlainSGD:
 
 
 def shard_bounds(n: int, n_shards: int) -> list[tuple[int, int]]:
-    """Contiguous slices ``[lo, hi)`` of ``range(n)``, sizes differing by at most 1."""
+    """Contiguous slices ``[lo, hi)`` of ``range(n)``, sizes differing by at most 1
+    (chapter 3's chunk convention, :func:`course_lib.collectives.chunk_bounds`)."""
     if n_shards < 1 or n_shards > n:
         raise ValueError(f"need 1 <= n_servers <= {n} parameters, got {n_shards}")
-    q, r = divmod(n, n_shards)
-    cuts = [0]
-    for j in range(n_shards):
-        cuts.append(cuts[-1] + q + (1 if j < r else 0))
+    cuts = chunk_bounds(n, n_shards)
     return list(zip(cuts[:-1], cuts[1:]))
 
 
@@ -234,6 +231,32 @@ def staleness_bound(n_workers: int, s: int) -> int:
 
 
 # ----------------------------------------------------------------------------- the PS run
+def delayed_gd_critical_step(tau: int, iters: int = 60) -> float:
+    """The largest stable ``eta h`` of gradient descent whose gradient is ``tau`` steps old, on ``f = h w^2 / 2``.
+
+    ``w_{t+1} = w_t - eta h w_{t - tau}`` is stable iff ``0 < eta h < 2 sin(pi / (2 (2 tau + 1)))``
+    (Levin & May 1976): 2 for tau = 0, 1 for tau = 1, about ``pi / (2 tau)`` for large tau, so the
+    usable step falls as 1/tau. Computed here without the formula, by bisection on the spectral
+    radius of the recursion's companion matrix, so the closed form can be checked against it.
+    """
+    if not isinstance(tau, int) or tau < 0:
+        raise ValueError(f"tau must be an int >= 0 (steps of delay), got {tau!r}")
+
+    def radius(a: float) -> float:  # state (w_t, ..., w_{t - tau})
+        c = torch.zeros(tau + 1, tau + 1, dtype=torch.float64)
+        c[0, 0] = 1.0
+        c[0, -1] -= a
+        for i in range(1, tau + 1):
+            c[i, i - 1] = 1.0
+        return torch.linalg.eigvals(c).abs().max().item()
+
+    lo, hi = 0.0, 2.5
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if radius(mid) < 1 else (lo, mid)
+    return lo
+
+
 def _check_args(world_size: int, n_servers: int, mode: str, steps: int, lr: float) -> int:
     if mode not in ("sync", "async", "ssp"):
         raise ValueError(f"mode must be 'sync', 'async' or 'ssp', got {mode!r}")
@@ -252,7 +275,7 @@ def run_ps(rank: int, world_size: int, problem: Problem, steps: int, lr: float, 
            s: int | None = None, n_servers: int = 1, optimizer: str = "sgd",
            delays: list[float] | None = None, eval_every: int = 0,
            push_hook: Callable[[SSPBook, int], list[int]] = on_push) -> dict:
-    """Launchable parameter-server training: ``launch(run_ps, S + W, problem, steps, lr, ...)``.
+    """Launchable parameter-server training: ``launch(run_ps, S + W, problem=..., steps=..., lr=..., mode=...)``.
 
     Every worker computes ``steps`` gradients. ``mode``: ``"sync"`` (BSP, averaged), ``"async"``
     (ASP) or ``"ssp"`` with bound ``s``. ``delays[k]``: seconds worker k sleeps per step (a
@@ -408,69 +431,3 @@ def sgd_reference(problem: Problem, steps: int, lr: float, optimizer: str = "sgd
         p.grad = problem.grad(p.detach(), t, 0, 1)[1]
         opt.step()
     return p.detach().clone()
-
-
-# ----------------------------------------------------------------------------- benchmark
-def _bench_worker(rank: int, world_size: int, algorithm: str, n_params: int, steps: int) -> dict:
-    """One rank of the benchmark: ``steps`` rounds of PS (rank 0 = server), ring all-reduce or
-    ring gossip on an ``n_params`` float32 vector; returns bytes sent/received and seconds."""
-    from course_lib import gossip
-
-    x = torch.randn(n_params)
-    comm.barrier()
-    t0 = time.perf_counter()
-    if algorithm == "ps":
-        run = run_ps(rank, world_size, _Echo(n_params), steps, 0.1, "sync")
-        sent, recv = run["stats"]["sent"], run["stats"]["recv"]
-    else:
-        W = gossip.ring_mixing_matrix(world_size) if world_size >= 3 else gossip.complete_mixing_matrix(world_size)
-        for _ in range(steps):
-            x = gossip.ring_all_reduce_mean(x) if algorithm == "ring_all_reduce" else gossip.gossip_mix(x, W, rank)
-        sent, recv = comm.get_stats().sent_bytes, comm.get_stats().recv_bytes
-    return dict(sent=sent / steps, recv=recv / steps, seconds=(time.perf_counter() - t0) / steps)
-
-
-@dataclass
-class _Echo:
-    """A problem whose gradient is free (``g = w``), so the benchmark times only communication."""
-
-    n: int
-
-    def init(self) -> torch.Tensor:
-        return torch.zeros(self.n)
-
-    def grad(self, w: torch.Tensor, step: int, worker: int, n_workers: int) -> tuple[float, torch.Tensor]:
-        return 0.0, w.clone()
-
-    def loss(self, w: torch.Tensor) -> float:
-        return 0.0
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m course_lib.parameter_server [--params N] [--steps K] [--ranks 2 3 4 6]``: bytes
-    and seconds per step of the busiest node for a single PS, ring all-reduce and ring gossip."""
-    import argparse
-
-    from course_lib.gossip import expected_bytes_per_step
-    from course_lib.launcher import launch
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--params", type=int, default=1 << 18, help="float32 parameters Psi (default 262144 = 1 MiB)")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--ranks", type=int, nargs="+", default=[3, 4, 6])
-    a = ap.parse_args(argv)
-    print(f"Psi = {a.params} float32 = {4 * a.params / 2**20:.2f} MiB; busiest node per step "
-          f"(PS: rank 0 is the server of p-1 workers)")
-    print(f"{'p':>3s} {'algorithm':16s} {'sent MiB':>9s} {'formula':>8s} {'ms/step':>8s}")
-    for p in a.ranks:
-        for alg, key in (("ps", "ps_server"), ("ring_all_reduce", "ring_all_reduce"), ("gossip", "gossip_ring")):
-            res = launch(_bench_worker, p, alg, a.params, a.steps, timeout=120)
-            busiest = max(res, key=lambda r: r["sent"])
-            n = p - 1 if alg == "ps" else p
-            want = expected_bytes_per_step(n, a.params, key) if p >= 3 or alg != "gossip" else 4 * a.params
-            print(f"{p:3d} {alg:16s} {busiest['sent'] / 2**20:9.3f} {want / 2**20:8.3f} "
-                  f"{1000 * max(r['seconds'] for r in res):8.1f}")
-
-
-if __name__ == "__main__":
-    main()

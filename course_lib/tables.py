@@ -24,5 +24,7 @@ def _cell(value, fmt: str | None) -> str:
     if fmt is not None and value not in ("", None):
         return fmt.format(value)
     if isinstance(value, float):
-        return f"{value:.3g}"
+        if value != value:  # NaN: nothing to compare in this row
+            return "-"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)

@@ -21,23 +21,14 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from course_lib.configs import reference_config
 from course_lib.data import CharTokenizer, TextDataset, get_batch, load_dataset
 from course_lib.model import GPT, GPTConfig
 
-# --------------------------------------------------------------------------------------
-# The reference run, measured with torch.set_num_threads(2) on a 2-core CPU
-# (`python -m course_lib.train`, torch 2.13.0): 600 steps in 22-32 s wall (38-53 ms
-# per step, evaluations included; the low end on an idle machine), val loss 0.312.
-# Idle-machine run of `./course bench train`: val <= 0.40 first seen at the step-500
-# evaluation (0.351) after 18.9 s; all 600 steps 22.7 s.
-# The same run with 1 thread also ends at 0.312; model/batch seeds 1 and 2 end at 0.317
-# and 0.330. REFERENCE_TARGET_LOSS leaves margin above that spread; the 60 s budget
-# leaves more than 2x for slower laptops. Why lr 2e-3: the loss falls steadily (val 1.97
-# at step 100, 1.15 at 200, 0.60 at 300), while at 6e-3..1e-2 it stalls near 2.1-2.3
-# (character frequencies) and the escape is erratic and thread-count dependent (1e-2:
-# val 0.90 vs 1.51 at step 400 with 1 vs 2 threads), which would make every parallel
-# chapter's comparison with this run fragile.
-# --------------------------------------------------------------------------------------
+# The reference run's settings. ``./course bench train`` measures it against the targets below.
+# Why lr 2e-3: the loss falls steadily, while at 6e-3..1e-2 it stalls near the entropy of the
+# character frequencies and its escape is erratic and depends on the thread count, which would
+# make every parallel chapter's comparison with this run fragile.
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LR = 2e-3
 DEFAULT_STEPS = 600
@@ -47,22 +38,12 @@ REFERENCE_TARGET_LOSS = 0.40     # val loss (nats/char) the reference run must r
 REFERENCE_TIME_BUDGET_S = 60.0   # ... within this wall time on 2 CPU threads
 
 
-def default_config(vocab_size: int) -> GPTConfig:  # kept for callers; see configs.reference_config
-    """The course's default model: 4 layers, 4 heads, width 64, context 64 (207k params).
-
-    Width 64 rather than 128: on 2 CPU threads a step is ~2.3x cheaper (46 vs 106 ms at
-    batch 32), and in a one-minute budget more steps beat a wider model.
-    """
-    return GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=64,
-                     dropout=0.0, bias=True)
-
-
 def build_reference(seed: int = 0) -> tuple[GPT, TextDataset]:
     """Load the dataset and build the default model, seeded: same weights on every call
     (and on every rank, which is how data parallel replicas start identical)."""
     data = load_dataset()
     torch.manual_seed(seed)
-    return GPT(default_config(data.vocab_size)), data
+    return GPT(reference_config(data.vocab_size)), data
 
 
 # --------------------------------------------------------------------------------------
@@ -222,31 +203,10 @@ def sample(model: GPT, tokenizer: CharTokenizer, prompt: str = "One sunny day,",
     return tokenizer.decode(out[0])
 
 
-def bench_reference(progress: bool = True) -> History:
-    """Train the reference model on 2 threads and report time to ``REFERENCE_TARGET_LOSS``,
-    final val loss, and a sample (``./course bench train`` runs this). Returns the History."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the course's laptop budget, whatever this machine has
-    try:
-        model, data = build_reference(seed=0)
-        print(f"model: {model.num_params():,} parameters, vocab {data.vocab_size}, "
-              f"{len(data.train):,} train / {len(data.val):,} val characters, 2 threads")
-        hist = train(model, data, progress=progress)
-    finally:
-        torch.set_num_threads(threads)
-    t = hist.seconds_to(REFERENCE_TARGET_LOSS)
-    ok = t is not None and t <= REFERENCE_TIME_BUDGET_S
-    print(f"{DEFAULT_STEPS} steps in {hist.seconds:.1f} s, "
-          f"final val loss {hist.final_val_loss:.3f}")
-    print(f"val loss <= {REFERENCE_TARGET_LOSS} reached "
-          + (f"after {t:.1f} s" if t is not None else "never")
-          + f" (goal: within {REFERENCE_TIME_BUDGET_S:.0f} s: {'met' if ok else 'NOT met'})")
-    print(sample(model, data.tokenizer))
-    return hist
-
-
 def main() -> None:
-    bench_reference()
+    model, data = build_reference(seed=0)
+    train(model, data)
+    print(sample(model, data.tokenizer))
 
 
 if __name__ == "__main__":

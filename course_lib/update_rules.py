@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from course_lib import comm
-from course_lib.data import get_batch
+from course_lib.data import get_batch, load_dataset, shard_batch
 from course_lib.model import GPT, GPTConfig
 
 
@@ -66,11 +66,6 @@ def sgd_update(w: torch.Tensor, g: torch.Tensor, lr: float) -> torch.Tensor:
     if not lr > 0:
         raise ValueError(f"the learning rate must be positive, got {lr!r}")
     return w - lr * g
-
-
-def small_gpt_config(vocab_size: int) -> GPTConfig:
-    """A 28k-parameter GPT (2 layers, width 32, context 32) for fast multi-rank runs and tests."""
-    return GPTConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
 
 
 def step_batch(data: torch.Tensor, batch_size: int, block_size: int, seed: int,
@@ -143,8 +138,6 @@ def dp_gradient_worker(rank: int, world_size: int, config: GPTConfig, batch_size
                        model_seed: int = 0, batch_seed: int = 0) -> torch.Tensor:
     """Launchable: build the GPT (same seed on every rank), take this rank's shard of the global
     batch of step 0 and return the data-parallel gradient. Compare with :func:`batch_grad`."""
-    from course_lib.data import load_dataset, shard_batch
-
     data = load_dataset()
     torch.manual_seed(model_seed)
     model = GPT(config)

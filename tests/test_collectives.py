@@ -11,7 +11,7 @@ from course_lib import collectives as C
 from course_lib.alpha_beta import AlphaBeta, fit_alpha_beta, predict
 from course_lib.launcher import WorkerError, launch
 
-ALGOS = ["naive", "tree", "recursive_doubling", "ring"]
+ALGOS = ["naive", "tree", "recursive_doubling", "ring", "rabenseifner"]
 
 
 def _input(j: int, n: int, kind: str) -> torch.Tensor:
@@ -33,6 +33,8 @@ def _all_algorithms(rank: int, p: int, sizes: list[int], kind: str, piece_bytes:
             comm.reset_stats()
             if name == "ring":
                 C.ring_all_reduce(x, piece_bytes=piece_bytes)
+            elif name == "rabenseifner":
+                C.rabenseifner_all_reduce(x, piece_bytes=piece_bytes)
             else:
                 C.ALL_REDUCE[name](x)
             out[name, n] = (x, total, comm.get_stats().sent_bytes)
@@ -59,6 +61,12 @@ def test_every_algorithm_sums_exactly_on_integer_values(p):
     for rank, out in enumerate(res):
         for (name, n), (got, want, _) in out.items():
             assert torch.equal(got, want), f"{name}, p={p}, n={n}, rank {rank}: {got[:5]} != {want[:5]}"
+            if name == "rabenseifner":
+                assert out[name, n][2] == C.rabenseifner_bytes_sent(n, p, rank, 4), (n, rank)
+    # the binomial tree: the busiest rank sends ceil(log2 p) n bytes, not 2 ceil(log2 p) n
+    # (the slip chapter 3's table once had; at p = 5 rank 0 sends 3n)
+    busiest = max(out["tree", 40][2] for out in res)
+    assert busiest == math.ceil(math.log2(p)) * 40 * 4 if p > 1 else busiest == 0
 
 
 def test_random_floats_within_tolerance_and_ring_bytes_exact():
@@ -77,6 +85,39 @@ def test_random_floats_within_tolerance_and_ring_bytes_exact():
         naive_sent = out["naive", 1000][2]
         assert naive_sent == ((p - 1) * 8000 if rank == 0 else 8000)
         assert out["recursive_doubling", 1000][2] == int(math.log2(p)) * 8000
+        assert out["rabenseifner", 1000][2] == 2 * (p - 1) * 1000 * 8 // p
+        assert out["rabenseifner", 6][2] == C.rabenseifner_bytes_sent(6, p, rank, 8)
+
+
+def _rabenseifner_bytes(rank: int, p: int, n: int) -> int:
+    from course_lib import comm
+
+    x = _input(rank, n, "int")
+    comm.reset_stats()
+    C.rabenseifner_all_reduce(x, piece_bytes=256)
+    assert torch.equal(x, torch.stack([_input(j, n, "int") for j in range(p)]).sum(0)), rank
+    return comm.get_stats().sent_bytes
+
+
+@pytest.mark.parametrize("p", [6, 8])
+def test_rabenseifner_bytes(p):
+    n = 840  # divisible by 2..8
+    sent = launch(_rabenseifner_bytes, p, n)
+    assert sent == [C.rabenseifner_bytes_sent(n, p, r, 4) for r in range(p)]
+    if p == 8:  # a power of two: the ring's bytes, 2 (p-1)/p n, from every rank
+        assert sent == [2 * 7 * n * 4 // 8] * 8
+    else:  # p = 6 = 4 + 2: ranks 0, 2 fold into 1, 3 (n each), which also hand the result back (n more)
+        core = 2 * 3 * n * 4 // 4
+        assert sent == [n * 4, core + n * 4, n * 4, core + n * 4, core, core]
+
+
+def test_rabenseifner_bytes_formula_uneven():
+    # n = 10, p = 4: chunks 3, 3, 2, 2. Rank 0 gives chunks 2, 3 (4 elements), then 1 (3);
+    # it holds chunk 0 (3), then chunks 0, 1 (6)
+    assert C.rabenseifner_bytes_sent(10, 4, 0, 1) == 4 + 3 + 3 + 6
+    assert C.rabenseifner_bytes_sent(10, 1, 0) == 0
+    with pytest.raises(ValueError, match="rank must be in"):
+        C.rabenseifner_bytes_sent(10, 4, 4)
 
 
 def test_ring_bytes_formula_uneven():
@@ -184,6 +225,9 @@ def test_predictions_follow_the_formulas():
     assert predict("recursive_doubling", n, 6, m) == pytest.approx((2 + 2) * 5)
     assert predict("tree", n, 5, m) == pytest.approx(2 * 3 * 5)
     assert predict("reduce_scatter", n, 4, m) == pytest.approx(3 + 3 / 4 * 4)
+    assert predict("rabenseifner", n, 8, m) == pytest.approx(2 * 3 * 1 + 2 * 7 / 8 * 4)
+    # p = 6: four ranks run it after a fold that costs two whole-vector steps
+    assert predict("rabenseifner", n, 6, m) == pytest.approx(2 * 2 * 1 + 2 * 3 / 4 * 4 + 2 * (1 + 4))
     # the ring's bandwidth term is bounded by 2 n beta, whatever p; the naive root's grows with p
     big = AlphaBeta(alpha=0.0, beta=1.0)
     assert all(predict("ring", 1000, p, big) < 2000 for p in (2, 16, 1024))

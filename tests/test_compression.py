@@ -241,7 +241,7 @@ def _ddp_worker(rank: int, world_size: int, impl: str, method: str, per_tensor: 
 
 
 def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
-    from course_lib.ddp import train_data_parallel
+    from course_lib.runs.data_parallel import train_data_parallel
     from course_lib.data import load_dataset
 
     cfg = toy_config(load_dataset().vocab_size)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course_lib.collectives import ring_bytes_sent
+from course_lib.configs import small_config
 from course_lib.data import load_dataset
-from course_lib.ddp import DataParallel, assign_buckets, train_data_parallel, train_single
+from course_lib.ddp import BucketedDDP, assign_buckets
+from course_lib.runs.data_parallel import train_data_parallel, train_single
 from course_lib.launcher import WorkerError, launch
-from course_lib.model import GPTConfig
+from course_lib.model import GPT
 
-CFG = GPTConfig(vocab_size=load_dataset().vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
+CFG = small_config(load_dataset().vocab_size)
 PSI = sum(p.numel() for p in __import__("course_lib.model", fromlist=["GPT"]).GPT(CFG).parameters())
 CAP = 16 * 1024  # bytes: several buckets for this small model
 STEPS, BATCH = 4, 16
@@ -29,9 +32,11 @@ STEPS, BATCH = 4, 16
 @pytest.mark.parametrize("opt,atol", [("sgd", 1e-6), ("adamw", 2e-5)])
 def test_ddp_equals_single_process_and_torch_ddp(p, opt, atol):
     lr = 0.1 if opt == "sgd" else 2e-3
-    ref = train_single(CFG, STEPS, BATCH, opt, lr)
-    ours = launch(train_data_parallel, p, CFG, STEPS, BATCH, "course", CAP, True, 1, opt, lr)
-    theirs = launch(train_data_parallel, p, CFG, STEPS, BATCH, "torch", CAP, True, 1, opt, lr)
+    ref = train_single(config=CFG, steps=STEPS, batch_size=BATCH, optimizer=opt, lr=lr)
+    ours = launch(train_data_parallel, p, config=CFG, steps=STEPS, batch_size=BATCH, impl="course", bucket_cap_bytes=CAP,
+                  optimizer=opt, lr=lr)
+    theirs = launch(train_data_parallel, p, config=CFG, steps=STEPS, batch_size=BATCH, impl="torch", bucket_cap_bytes=CAP,
+                    optimizer=opt, lr=lr)
     for r in range(p):  # replicas stay identical although built from different seeds
         assert torch.equal(ours[r]["params"], ours[0]["params"])
     torch.testing.assert_close(ours[0]["params"], ref["params"], atol=atol, rtol=0)
@@ -42,7 +47,7 @@ def test_ddp_equals_single_process_and_torch_ddp(p, opt, atol):
 
 
 def test_bytes_and_calls_per_step():
-    out = launch(train_data_parallel, 2, CFG, STEPS, BATCH, "course", CAP)
+    out = launch(train_data_parallel, 2, config=CFG, steps=STEPS, batch_size=BATCH, bucket_cap_bytes=CAP)
     n_buckets = len(out[0]["timeline"].buckets)
     assert n_buckets > 3
     for r in range(2):
@@ -53,8 +58,9 @@ def test_bytes_and_calls_per_step():
 
 
 def test_gradient_accumulation_communicates_once_per_step():
-    ref = train_single(CFG, STEPS, BATCH, "sgd", 0.1)
-    out = launch(train_data_parallel, 2, CFG, STEPS, BATCH, "course", CAP, True, 4, "sgd", 0.1)
+    ref = train_single(config=CFG, steps=STEPS, batch_size=BATCH, optimizer="sgd", lr=0.1)
+    out = launch(train_data_parallel, 2, config=CFG, steps=STEPS, batch_size=BATCH, bucket_cap_bytes=CAP,
+                 micro_batches=4, optimizer="sgd", lr=0.1)
     torch.testing.assert_close(out[0]["params"], ref["params"], atol=1e-6, rtol=0)
     n_buckets = len(out[0]["timeline"].buckets)
     assert out[0]["comm"].collective_calls["all_reduce"] == STEPS * n_buckets  # not 4x
@@ -62,7 +68,7 @@ def test_gradient_accumulation_communicates_once_per_step():
 
 @pytest.mark.parametrize("overlap", [True, False])
 def test_buckets_launch_during_backward_only_with_overlap(overlap):
-    out = launch(train_data_parallel, 2, CFG, 2, BATCH, "course", CAP, overlap)
+    out = launch(train_data_parallel, 2, config=CFG, steps=2, batch_size=BATCH, bucket_cap_bytes=CAP, overlap=overlap)
     tl = out[0]["timeline"]
     _, backward_end = tl.backward
     launches = [t for _, t, _, _ in tl.buckets]
@@ -75,8 +81,6 @@ def test_buckets_launch_during_backward_only_with_overlap(overlap):
 
 
 def test_buckets_follow_reverse_order_and_cap():
-    from course_lib.model import GPT
-
     params = list(GPT(CFG).parameters())
     buckets = assign_buckets(params[::-1], CAP)
     assert [p for b in buckets for p in b] == params[::-1]
@@ -89,20 +93,20 @@ def test_bad_inputs_explain_themselves():
     with pytest.raises(ValueError, match="bucket_cap_bytes must be a positive int"):
         assign_buckets([torch.nn.Parameter(torch.ones(2))], 0)
     with pytest.raises(TypeError, match="wraps an nn.Module"):
-        DataParallel(torch.ones(3))
+        BucketedDDP(torch.ones(3))
     with pytest.raises(WorkerError, match="multiple of 4"):
-        launch(train_data_parallel, 2, CFG, 1, 6, "course", CAP, True, 2)
+        launch(train_data_parallel, 2, config=CFG, steps=1, batch_size=6, bucket_cap_bytes=CAP, micro_batches=2)
 
 
 @pytest.mark.parametrize("p", [2, 4])
 def test_course_ring_as_torch_ddp_comm_hook(p):
     """torch's DDP with the course's ring in its comm hook: same parameters as torch's own
     all-reduce and as one process, and exactly the ring's bytes for the buckets torch made."""
-    from course_lib.collectives import ring_bytes_sent
 
-    ref = train_single(CFG, STEPS, BATCH, "adamw", 2e-3)
-    plain = launch(train_data_parallel, p, CFG, STEPS, BATCH, "torch", CAP)
-    hooked = launch(train_data_parallel, p, CFG, STEPS, BATCH, "torch+ring", CAP)
+    ref = train_single(config=CFG, steps=STEPS, batch_size=BATCH, optimizer="adamw", lr=2e-3)
+    plain = launch(train_data_parallel, p, config=CFG, steps=STEPS, batch_size=BATCH, impl="torch", bucket_cap_bytes=CAP)
+    hooked = launch(train_data_parallel, p, config=CFG, steps=STEPS, batch_size=BATCH, impl="torch+ring",
+                    bucket_cap_bytes=CAP)
     torch.testing.assert_close(hooked[0]["params"], plain[0]["params"], atol=2e-5, rtol=0)
     torch.testing.assert_close(hooked[0]["params"], ref["params"], atol=2e-5, rtol=0)
     for r in range(p):

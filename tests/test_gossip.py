@@ -81,8 +81,9 @@ def test_bad_mixing_matrix():
 def test_dpsgd_consensus_and_convergence():
     p, steps = 4, 30
     prob = LeastSquares()
-    g = launch(train_decentralized, p, prob, steps, 0.05, "gossip", None, 5, 1.0)
-    a = launch(train_decentralized, p, prob, steps, 0.05, "allreduce", None, 5)
+    g = launch(train_decentralized, p, problem=prob, steps=steps, lr=0.05, algorithm="gossip", measure_every=5,
+               init_noise=1.0)
+    a = launch(train_decentralized, p, problem=prob, steps=steps, lr=0.05, algorithm="allreduce", measure_every=5)
     cons = [d for _, d in g[0]["consensus"]]
     assert cons[-1] < 0.01 * cons[0]                    # mixing contracts the disagreement
     assert all(d < 1e-10 for _, d in a[0]["consensus"])  # all-reduce replicas stay identical

@@ -4,26 +4,18 @@ an infinite loop costs only its question."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
+from wrong_answers import graded_wrong
 
 from course_lib.grading import assign, autograde
 from course_lib.grading.notebook import graded_cells, is_answer, meta, strip_hidden, strip_solution, to_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
-
-
-def wrong_answers(name: str) -> dict:
-    path = ROOT / "tests" / "wrong_answers" / (Path(name).stem + ".py")
-    spec = importlib.util.spec_from_file_location("wrong", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.WRONG
 
 
 def test_exercises_are_generated_from_solutions():
@@ -46,7 +38,7 @@ def test_markers_are_stripped():
 def test_every_question_has_a_wrong_answer(solution):
     nb = nbformat.read(solution, 4)
     answers = {meta(c)["grade_id"] for c in nb.cells if is_answer(c)}
-    assert answers and answers == set(wrong_answers(solution.name)), \
+    assert answers and answers == set(graded_wrong(solution.stem)), \
         "each answer cell needs a plausible wrong answer in tests/wrong_answers/"
 
 
@@ -63,7 +55,7 @@ def _submission(nb, replace: dict[str, str]):
 def test_grader_scores_solution_exercise_and_wrong_answers(solution, tmp_path):
     src = nbformat.read(solution, 4)
     exercise = nbformat.read(ROOT / "exercises" / solution.name, 4)
-    wrong = wrong_answers(solution.name)
+    wrong = graded_wrong(solution.stem)
     subs = {"solution": src, "untouched": exercise}
     # One submission per wrong answer: the other answers are the solution's, so only that
     # question may lose points.

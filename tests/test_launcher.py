@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from course_lib import comm
-from course_lib.launcher import DeadlockError, WorkerError, default_threads, launch
+from course_lib.launcher import CollectiveMismatchError, DeadlockError, WorkerError, default_threads, launch
 
 PY = sys.executable
 
@@ -115,16 +115,8 @@ def test_recv_from_a_rank_that_never_sends_is_a_deadlock_naming_rank_and_call():
 
 
 def test_ranks_in_different_collectives_end_with_a_clear_error():
-    def fn(rank, world_size):
-        t = torch.zeros(4)
-        if rank == 0:
-            comm.all_reduce(t)
-        else:
-            comm.broadcast(t, src=1)
-        return t
-
-    with pytest.raises(DeadlockError) as e:
-        launch(fn, 2, timeout=2)
+    with pytest.raises(DeadlockError) as e:  # unchecked: the mismatch shows as a deadlock
+        launch(_mismatched_op, 2, timeout=2, check_collectives=False)
     assert "all_reduce" in e.value.stuck[0] and "broadcast" in e.value.stuck[1]
     assert_no_leftovers()
 
@@ -250,3 +242,107 @@ def test_same_function_runs_under_torchrun():
     assert "[rank 0] hello_all_reduce returned 3.0 (backend gloo)" in r.stdout
     assert "[rank 1] hello_all_reduce returned 3.0 (backend gloo)" in r.stdout
     assert launch(__import__("course_lib.demos").demos.hello_all_reduce, 2) == [3.0, 3.0]
+
+
+# ----------------------------------------------------------------------------- faults at their cause
+def _mismatched_op(rank, world_size):
+    t = torch.zeros(4)
+    if rank == 0:
+        comm.all_reduce(t)
+    else:
+        comm.broadcast(t, src=1)
+
+
+def _mismatched_shape(rank, world_size):
+    t = torch.ones(3 + rank)
+    torch.distributed.all_reduce(t)
+
+
+def _mismatched_dtype(rank, world_size):
+    t = torch.ones(3, dtype=torch.float32 if rank == 0 else torch.float64)
+    comm.all_reduce(t)
+
+
+@pytest.mark.parametrize("fn, calls, rule", [
+    (_mismatched_op, ["all_reduce(shape [4], float32)", "broadcast(shape [4], float32)"], "same collective"),
+    (_mismatched_shape, ["all_reduce(shape [3], float32)", "all_reduce(shape [4], float32)"], "same shape"),
+    (_mismatched_dtype, ["all_reduce(shape [3], float32)", "all_reduce(shape [3], float64)"], "same dtype"),
+])
+def test_mismatched_collectives_fail_at_once_naming_each_rank_and_line(fn, calls, rule):
+    launch(lambda r, w: r, 2)  # the forkserver is warm: what follows times the fault alone
+    t0 = time.time()
+    with pytest.raises(CollectiveMismatchError) as e:
+        launch(fn, 2, timeout=20)
+    assert time.time() - t0 < 5
+    msg = str(e.value)
+    assert f"rank 0 called {calls[0]} while rank 1 called {calls[1]}" in msg and rule in msg
+    for r in (0, 1):
+        assert f"rank {r}: {calls[r]}, called from {fn.__name__}() line" in msg, msg
+    assert_no_leftovers()
+    assert launch(lambda r, w: r * 10, 2) == [0, 10]
+
+
+def _send_to(rank, world_size, raw):
+    t = torch.ones(3)
+    if rank == 0:
+        (torch.distributed.send if raw else comm.send)(t, dst=world_size)
+
+
+def _recv_from(rank, world_size):
+    t = torch.ones(3)
+    if rank == 1:
+        comm.recv(t, src=-1)
+
+
+@pytest.mark.parametrize("fn, kwargs, rank, message", [
+    (_send_to, {"raw": True}, 0, "send: dst=2 but world_size is 2: ranks are 0..1"),
+    (_send_to, {"raw": False}, 0, "send: dst=2 but world_size is 2: ranks are 0..1"),
+    (_recv_from, {}, 1, "recv: src=-1 but world_size is 2: ranks are 0..1"),
+])
+def test_a_peer_that_does_not_exist_is_named(fn, kwargs, rank, message):
+    t0 = time.time()
+    with pytest.raises(WorkerError) as e:
+        launch(fn, 2, timeout=20, **kwargs)
+    assert time.time() - t0 < 5
+    assert e.value.rank == rank and message in str(e.value)
+    assert_no_leftovers()
+
+
+def test_collective_arguments_are_checked_before_gloo_sees_them():
+    def fn(rank, world_size):
+        errors = []
+        for call in (lambda: comm.all_gather_single(torch.empty(5), torch.ones(3)),
+                     lambda: comm.reduce_scatter_single(torch.empty(2), torch.ones(3)),
+                     lambda: comm.all_gather([torch.empty(3)], torch.ones(3)),
+                     lambda: comm.broadcast(torch.ones(2), src=7),
+                     lambda: comm.send(torch.ones(2), dst=rank)):
+            try:
+                call()
+            except (ValueError, TypeError) as e:
+                errors.append(str(e))
+        return errors
+
+    errors = launch(fn, 2)[0]
+    assert errors == [
+        "all_gather_single: output has 5 elements but must have world_size x input = 2 x 3 = 6",
+        "reduce_scatter_single: input has 3 elements but must have world_size x output = 2 x 2 = 4",
+        "all_gather: tensor_list must be a list of world_size = 2 tensors, got 1",
+        "broadcast: src=7 but world_size is 2: ranks are 0..1",
+        "send: dst=0 is this rank itself: a rank cannot send to or receive from itself; copy the tensor instead",
+    ]
+
+
+def test_a_crash_in_c_code_shows_the_learners_line():
+    def crash(rank, world_size):
+        import ctypes
+
+        if rank == 1:
+            ctypes.string_at(0)  # reads address 0: SIGSEGV inside C code
+        comm.barrier()
+
+    with pytest.raises(WorkerError) as e:
+        launch(crash, 2, timeout=20)
+    assert e.value.rank == 1 and e.value.exc_type == "WorkerCrashed"
+    assert "SIGSEGV" in str(e.value) and "crash() line" in str(e.value) and "ctypes.string_at(0)" in str(e.value)
+    assert "/work/" not in str(e.value) and os.path.expanduser("~") + "/" not in e.value.worker_traceback
+    assert_no_leftovers()

@@ -14,8 +14,9 @@ import torch
 from course_lib.data import (TINY_PATH, CharTokenizer, generate_corpus, get_batch,
                              get_batch_shard, load_dataset, load_text, shard_batch,
                              train_val_split)
+from course_lib.configs import reference_config
 from course_lib.model import GPT, MLP, Block, CausalSelfAttention, GPTConfig
-from course_lib.train import (compute_loss_and_grads, default_config, estimate_loss,
+from course_lib.train import (compute_loss_and_grads, estimate_loss,
                               make_optimizer, sample, train, train_step)
 
 VOCAB = 46
@@ -204,7 +205,7 @@ def test_determinism_given_seed():
 
 def test_loss_at_init_is_about_ln_vocab(data):
     torch.manual_seed(0)
-    model = GPT(default_config(data.vocab_size))
+    model = GPT(reference_config(data.vocab_size))
     x, y = get_batch(data.train, 16, 64, torch.Generator().manual_seed(0))
     _, loss = model(x, y)
     # near-uniform predictions from the small GPT-2 init: loss = ln V (3.83 for V=46)

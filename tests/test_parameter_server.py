@@ -11,7 +11,8 @@ from course_lib.model import GPT
 from course_lib.parameter_server import (GPTProblem, LeastSquares, SSPBook, expected_bytes, gather_params,
                                          on_push, run_ps, sgd_reference, shard_bounds, staleness_bound)
 from course_lib.train import make_optimizer
-from course_lib.update_rules import flat_params, small_gpt_config, step_batch
+from course_lib.configs import small_config
+from course_lib.update_rules import flat_params, step_batch
 
 # Several fp32 steps: per-step gradient rounding differences (~1e-7 relative) compound a little.
 ATOL, RTOL = 1e-5, 1e-4
@@ -21,10 +22,10 @@ def test_sync_ps_equals_single_process_sgd_on_gpt():
     """3 workers + 1 server, 4 SGD steps on the GPT vs. a plain single-process torch.optim loop."""
     steps, lr, B = 4, 0.5, 12
     prob = GPTProblem(batch_size=B)
-    res = launch(run_ps, 4, prob, steps, lr, "sync")
+    res = launch(run_ps, 4, problem=prob, steps=steps, lr=lr, mode="sync")
     data = load_dataset()
     torch.manual_seed(0)
-    model = GPT(small_gpt_config(data.vocab_size))
+    model = GPT(small_config(data.vocab_size))
     opt = make_optimizer(model, "sgd", lr=lr)
     for t in range(steps):
         x, y = step_batch(data.train, B, model.config.block_size, 0, t)
@@ -39,7 +40,8 @@ def test_sync_ps_equals_single_process_sgd_on_gpt():
 @pytest.mark.parametrize("n_servers,n_workers,optimizer", [(1, 4, "sgd"), (2, 3, "adamw")])
 def test_sync_ps_matches_reference_and_byte_formula(n_servers, n_workers, optimizer):
     prob, steps = LeastSquares(dim=20), 5
-    res = launch(run_ps, n_servers + n_workers, prob, steps, 0.05, "sync", None, n_servers, optimizer)
+    res = launch(run_ps, n_servers + n_workers, problem=prob, steps=steps, lr=0.05, mode="sync", n_servers=n_servers,
+                 optimizer=optimizer)
     torch.testing.assert_close(gather_params(res, n_servers), sgd_reference(prob, steps, 0.05, optimizer),
                                atol=ATOL, rtol=RTOL)
     want = expected_bytes(n_workers, 20, n_servers, steps)

@@ -57,3 +57,17 @@ def test_every_module_imports_and_is_documented():
 
 def test_python_version():
     assert sys.version_info >= (3, 11)
+
+
+def test_course_lib_readme_maps_every_module():
+    """course_lib/README.md is the map a learner reads first: it must name every module, and only those."""
+    lib = ROOT / "course_lib"
+    modules = {str(p.relative_to(lib)) for p in lib.rglob("*.py") if p.name != "__init__.py"}
+    modules.add("collectives/__init__.py")  # holds the table of algorithms a learner reads first
+    text = (lib / "README.md").read_text()
+    named = {n for n in re.findall(r"`([\w/]+\.py)`", text) if not n.startswith("tests/")}
+    ranges = re.findall(r"`grading/ch(\d\d)\.py` … `grading/ch(\d\d)\.py`", text)
+    for lo, hi in ranges:
+        named |= {f"grading/ch{i:02d}.py" for i in range(int(lo), int(hi) + 1)}
+    assert modules - named == set(), f"modules missing from course_lib/README.md: {sorted(modules - named)}"
+    assert named - modules == set(), f"course_lib/README.md names files that do not exist: {sorted(named - modules)}"

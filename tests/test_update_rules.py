@@ -8,10 +8,10 @@ import torch
 from course_lib.data import load_dataset
 from course_lib.launcher import launch
 from course_lib.model import GPT
-from course_lib.train import default_config
+from course_lib.configs import reference_config, small_config
 from course_lib.update_rules import (accumulated_grad, batch_grad, bn_grads_full_vs_shards, combine_shard_grads,
                                      dp_gradient_worker, flat_params, linear_scaled_lr, rel_err, set_flat_params,
-                                     sgd_update, small_gpt_config, step_batch, warmup_lr)
+                                     sgd_update, step_batch, warmup_lr)
 
 # fp32 sums in a different order (per-shard means, then an all-reduce) differ from the
 # full-batch sum in the last bits: ||diff|| / ||g|| ~ 1e-7 measured; 1e-5 leaves margin and is
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 @pytest.fixture(scope="module")
 def setup():
     data = load_dataset()
-    cfg = small_gpt_config(data.vocab_size)
+    cfg = small_config(data.vocab_size)
     torch.manual_seed(0)
     model = GPT(cfg)
     x, y = step_batch(data.train, 16, cfg.block_size, 0, 0)
@@ -47,7 +47,7 @@ def test_flat_roundtrip(setup):
 def test_data_parallel_grad_equals_full_batch_on_gpt(world_size):
     """The reference GPT (207k parameters), one global batch of 16 split over 1, 2, 4 real ranks."""
     data = load_dataset()
-    cfg = default_config(data.vocab_size)
+    cfg = reference_config(data.vocab_size)
     torch.manual_seed(0)
     x, y = step_batch(data.train, 16, cfg.block_size, 0, 0)
     _, full = batch_grad(GPT(cfg), x, y)

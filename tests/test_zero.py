@@ -14,21 +14,22 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course_lib.configs import small_config
 from course_lib.data import load_dataset
-from course_lib.ddp import train_data_parallel
 from course_lib.launcher import launch
-from course_lib.model import GPTConfig
-from course_lib.zero import ZeRO, adamw_update_, formula_bytes, shard_range, train_zero
+from course_lib.runs.data_parallel import train_data_parallel
+from course_lib.runs.zero import train_zero
+from course_lib.zero import ZeRO, adamw_update_, formula_bytes, shard_range
 
-CFG = GPTConfig(vocab_size=load_dataset().vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
+CFG = small_config(load_dataset().vocab_size)
 STEPS, BATCH = 4, 12
 
 
 @pytest.mark.parametrize("p", [2, 3])
 def test_every_stage_matches_ddp_memory_and_volume(p):
-    ddp = launch(train_data_parallel, p, CFG, STEPS, BATCH, "course", 16 * 1024)
+    ddp = launch(train_data_parallel, p, config=CFG, steps=STEPS, batch_size=BATCH, bucket_cap_bytes=16 * 1024)
     for stage in range(4):
-        out = launch(train_zero, p, CFG, stage, STEPS, BATCH)
+        out = launch(train_zero, p, config=CFG, stage=stage, steps=STEPS, batch_size=BATCH)
         for r in range(p):
             torch.testing.assert_close(out[r]["params"], ddp[0]["params"], atol=5e-6, rtol=0)
             assert out[r]["losses"] == pytest.approx(ddp[r]["losses"], abs=1e-6)
@@ -81,4 +82,4 @@ def test_bad_inputs_explain_themselves():
     with pytest.raises(ValueError, match="stage must be one of"):
         formula_bytes(10, 2, 4)
     with pytest.raises(ValueError, match="ZeRO stage must be one of"):
-        ZeRO.__init__(ZeRO.__new__(ZeRO), torch.nn.Linear(2, 2), 5)
+        ZeRO(torch.nn.Linear(2, 2), 5)

@@ -11,9 +11,11 @@ BENCHMARKS = {
     "train": ("course_lib.bench.train", "chapter 0b: the reference GPT's training run, time to target loss"),
     "allocation": ("course_lib.allocation.bench", "chapter 1: solver time by size, greedy/RL gaps"),
     "calibrate": ("course_lib.allocation.calibrate", "chapter 1: GPT layer profile, gloo alpha/beta"),
-    "ps": ("course_lib.parameter_server", "chapter 2: bytes and time per step: PS, ring all-reduce, gossip"),
-    "collectives": ("course_lib.collectives_bench", "chapter 3: course ring vs gloo, 16M float32, 2/4/8 ranks"),
-    "ddp": ("course_lib.ddp_bench", "chapter 4: course DDP vs torch DDP step time, overlap gain, ZeRO memory"),
+    "ps": ("course_lib.bench.ps", "chapter 2: bytes and time per step: PS, ring all-reduce, gossip"),
+    "collectives": ("course_lib.bench.collectives", "chapter 3: course ring vs gloo, 16M float32, 2/4/8 ranks"),
+    "ddp": ("course_lib.bench.ddp", "chapter 4: course DDP vs torch DDP step time, overlap gain, ZeRO memory"),
+    "tp": ("course_lib.bench.tp", "chapter 5: tensor-parallel GPT step time vs prediction, bytes, memory per rank"),
+    "pp": ("course_lib.bench.pp", "chapter 6: pipeline schedules: measured vs theoretical bubble, memory, step time"),
     "compression": ("course_lib.bench.compression", "chapter 7: compressed all-reduce: bytes, ratio, loss, modelled time-to-loss"),
 }
 

@@ -9,6 +9,10 @@ import json
 import statistics
 import time
 
+import torch
+
+from course_lib import comm
+from course_lib.launcher import launch
 from course_lib.tables import format_table
 
 KERNEL_CODE = """
@@ -85,5 +89,34 @@ def main(argv: list[str] | None = None) -> None:
     rows = bench_launch(a.kernels, a.repeats)
     print(f"launch(trivial, n) from a notebook kernel; {a.kernels} fresh kernels x {a.repeats} launches")
     print(format_table(rows, {"first_s": "{:.3f}", "later_median_s": "{:.3f}", "later_p90_s": "{:.3f}"}))
-    print("goals on 2 cores: later 4-rank launch < 0.3 s, first launch < 3 s"
-          f"   (benchmark took {time.time() - t:.0f} s)")
+    print("goals on 2 cores: later 4-rank launch < 0.3 s, first launch < 3 s")
+    print("\nWhat checking collectives across ranks costs (launch(check_collectives=...)), median all_reduce:")
+    print(format_table(check_overhead(), {"unchecked_ms": "{:.2f}", "checked_ms": "{:.2f}", "ratio": "{:.2f}"}))
+    print(f"(benchmark took {time.time() - t:.0f} s)")
+
+
+def _time_all_reduce(rank: int, world_size: int, numel: int, repeats: int) -> float:
+    """Median seconds of one all_reduce of ``numel`` float32 on this rank (after a warm-up call)."""
+    x = torch.ones(numel)
+    times = []
+    for _ in range(repeats + 1):
+        comm.barrier()
+        t = time.perf_counter()
+        comm.all_reduce(x)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
+def check_overhead(sizes: tuple[int, ...] = (2, 4), numels: tuple[int, ...] = (1, 1 << 24),
+                   repeats: int = 20) -> list[dict]:
+    """What ``check_collectives`` costs: one all_reduce with and without the check, per p and size."""
+    rows = []
+    for p in sizes:
+        for n in numels:
+            reps = repeats if n < (1 << 20) else max(3, repeats // 4)
+            t = {check: statistics.median(launch(_time_all_reduce, p, numel=n, repeats=reps,
+                                                 check_collectives=check, timeout=300))
+                 for check in (False, True)}
+            rows.append(dict(ranks=p, elements=n, unchecked_ms=1e3 * t[False], checked_ms=1e3 * t[True],
+                             ratio=t[True] / t[False]))
+    return rows

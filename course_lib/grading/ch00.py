@@ -48,15 +48,17 @@ def check_ring_shift(fn: Callable, world_sizes: tuple[int, ...] = (2, 3), n: int
 
 
 # ----------------------------------------------------------------------------- Q2
+Q2_DEADLOCK_HINT = ("Rank 0 must receive from ranks 1..p-1 and then send to each; every other rank sends once "
+                    "to 0, then receives once from 0. Check that each send has a matching recv.")
+
+
 def check_naive_all_reduce(fn: Callable, world_sizes: tuple[int, ...] = (2, 4), n: int = 5) -> None:
     """Every rank must return the elementwise sum; root 0 receives and sends (p-1)n, others n."""
     for p in world_sizes:
         gen = torch.Generator().manual_seed(p)
         inputs = [torch.randint(-9, 10, (n,), generator=gen).double() for _ in range(p)]
         total = torch.stack(inputs).sum(0)
-        res = run_learner(Q2, fn, p, inputs, deadlock_hint=(
-            "Rank 0 must receive from ranks 1..p-1 and then send to each; every other rank sends once "
-            "to 0, then receives once from 0. Check that each send has a matching recv."))
+        res = run_learner(Q2, fn, p, inputs, deadlock_hint=Q2_DEADLOCK_HINT)
         for r, (out, stats) in enumerate(res):
             expect(isinstance(out, torch.Tensor) and out.shape == total.shape, Q2,
                    f"rank {r} returned {out!r}; return a tensor of shape {tuple(total.shape)}")

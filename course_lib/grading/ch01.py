@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from course_lib.allocation import (Problem, chain_dp, compute_time, cost, exhaustive_all,
+from course_lib.allocation import (Problem, chain_dp, compute_time, cost, device_load, exhaustive_all,
                                    exhaustive_contiguous, is_feasible, memory_use, milp_assign,
-                                   random_problem)
+                                   random_problem, send_time)
 from course_lib.allocation.solution import InfeasibleError
 from course_lib.grading.feedback import CheckFailed, expect, passed
 
@@ -67,7 +67,6 @@ def _name(p: Problem, seed: int) -> str:
 # ----------------------------------------------------------------------------- Q1
 def _diagnose_cost(p: Problem, x: tuple[int, ...], objective: str, got: float) -> str:
     """Match a wrong value against the usual mistakes."""
-    from course_lib.allocation import device_load, send_time
     feasible = is_feasible(p, x)
     if not feasible and math.isfinite(got):
         d = int(np.argmax(memory_use(p, x) - p.M))

@@ -22,6 +22,10 @@ Q1, Q2, Q3 = "Q1 sync_ps_step", "Q2 on_push", "Q3 gossip_step"
 
 
 # ----------------------------------------------------------------------------- Q1
+Q1_DEADLOCK_HINT = ("The server must receive one gradient from each worker 1..p-1, then send the new w to each; "
+                    "a worker sends its g to rank 0, then receives w from rank 0.")
+
+
 def _q1_inputs(p: int, n: int, lr: float) -> list[dict]:
     gen = torch.Generator().manual_seed(10 * p + n)
     w = torch.randint(-5, 6, (n,), generator=gen).double()
@@ -36,9 +40,7 @@ def check_sync_ps_step(fn: Callable, world_sizes: tuple[int, ...] = (3, 4), n: i
         w, grads = inputs[0]["w"], [x["g"] for x in inputs[1:]]
         W = p - 1
         want = w - lr * torch.stack(grads).mean(0)
-        res = run_learner(Q1, fn, p, inputs, deadlock_hint=(
-            "The server must receive one gradient from each worker 1..p-1, then send the new w to each; "
-            "a worker sends its g to rank 0, then receives w from rank 0."))
+        res = run_learner(Q1, fn, p, inputs, deadlock_hint=Q1_DEADLOCK_HINT)
         for r, (out, _) in enumerate(res):
             expect(isinstance(out, torch.Tensor) and out.shape == w.shape, Q1,
                    f"rank {r} returned {type(out).__name__}; return the new parameters, a tensor of shape {tuple(w.shape)}")
@@ -129,8 +131,8 @@ def _real_run(fn: Callable, n_workers: int, s: int | None, steps: int) -> SSPBoo
     mode = "async" if s is None else "ssp"
     delays = [0.0] * (n_workers - 1) + [0.004]  # a slow worker, so staleness shows up
     try:
-        res = launch(run_ps, 1 + n_workers, LeastSquares(dim=8), steps, 0.05, mode, s, 1, "sgd", delays, 0, fn,
-                     timeout=12)
+        res = launch(run_ps, 1 + n_workers, problem=LeastSquares(dim=8), steps=steps, lr=0.05, mode=mode, s=s,
+                     delays=delays, push_hook=fn, timeout=12)
     except DeadlockError:
         raise CheckFailed(Q2, f"the parameter server with your on_push (W={n_workers}, s={s}) did not finish: a "
                           "worker was never released; the slowest worker must always be allowed on") from None

@@ -29,6 +29,17 @@ DEADLOCK_HINT = (
     "receive then send).")
 
 
+def _check_ring_bytes(q: str, res, m: int, what: str) -> None:
+    """Every rank sent and received exactly p-1 chunks of m float64, with point-to-point calls only."""
+    p = len(res)
+    for r, (_, stats) in enumerate(res):
+        only_point_to_point(q, r, stats)
+        nbytes = (p - 1) * m * 8
+        expect(stats.sent_bytes == nbytes and stats.recv_bytes == nbytes, q,
+               f"with {p} ranks, rank {r} sent {stats.sent_bytes} B and received {stats.recv_bytes} B; a ring "
+               + what.format(steps=p - 1, chunk=m * 8))
+
+
 # ----------------------------------------------------------------------------- Q1
 def _rs_input(j: int, p: int, m: int) -> torch.Tensor:
     """Rank j, chunk i, element k holds 2^j + 64 i + 4096 k: any sum of such values names its parts."""
@@ -82,12 +93,8 @@ def check_ring_reduce_scatter(fn: Callable, world_sizes: tuple[int, ...] = (2, 4
                                   f"chunk (rank - s - 1) % p)")
             raise CheckFailed(Q1, f"with {p} ranks, rank {r} returned {out.tolist()}, expected {total[r].tolist()}: "
                               f"the elements are out of order")
-        for r, (_, stats) in enumerate(res):  # values first: they explain byte mismatches
-            only_point_to_point(Q1, r, stats)
-            nbytes = (p - 1) * m * 8
-            expect(stats.sent_bytes == nbytes and stats.recv_bytes == nbytes, Q1,
-                   f"with {p} ranks, rank {r} sent {stats.sent_bytes} B and received {stats.recv_bytes} B; a ring "
-                   f"reduce-scatter moves p-1 = {p - 1} chunks of {m * 8} B each way, (p-1)/p of the tensor")
+        _check_ring_bytes(Q1, res, m, "reduce-scatter moves p-1 = {steps} chunks of {chunk} B each way, (p-1)/p of "
+                          "the tensor")  # after the values: they explain byte mismatches
     passed(Q1, f"world sizes {list(world_sizes)}; each rank sent (p-1)/p of the tensor")
 
 
@@ -135,10 +142,5 @@ def check_ring_all_gather(fn: Callable, world_sizes: tuple[int, ...] = (2, 4), m
             i = next(i for i in range(p) if source[i] != i)
             raise CheckFailed(Q2, f"with {p} ranks, rank {r}'s chunk {i} is {blocks[i].tolist()}, expected "
                               f"{_ag_chunk(i, m).tolist()}")
-        for r, (_, stats) in enumerate(res):
-            only_point_to_point(Q2, r, stats)
-            nbytes = (p - 1) * m * 8
-            expect(stats.sent_bytes == nbytes and stats.recv_bytes == nbytes, Q2,
-                   f"with {p} ranks, rank {r} sent {stats.sent_bytes} B and received {stats.recv_bytes} B; a ring "
-                   f"all-gather moves p-1 = {p - 1} chunks of {m * 8} B each way")
+        _check_ring_bytes(Q2, res, m, "all-gather moves p-1 = {steps} chunks of {chunk} B each way")
     passed(Q2, f"world sizes {list(world_sizes)}; each rank sent (p-1)/p of the tensor")

@@ -3,7 +3,7 @@
     results = launch(train_compressed, 4, config=cfg, steps=200, batch_size=32, method="top-k 1%")
 
 Every rank draws the same global batch and keeps its rows (as chapter 4 does), the course's
-:class:`~course_lib.ddp.DataParallel` (or PyTorch's DDP with a comm hook) sends each bucket
+:class:`~course_lib.ddp.BucketedDDP` (or PyTorch's DDP with a comm hook) sends each bucket
 through the method's compressor, and the counters of :mod:`course_lib.comm` record the bytes.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from course_lib import comm
 from course_lib.compression import (AllReduce, Compressor, EFSign, HalfPrecision, HookState, PowerSGD, QSGD,
                                     RandomK, SignMajority, TopK, compression_hook)
 from course_lib.data import get_batch_shard, load_dataset
-from course_lib.ddp import DEFAULT_BUCKET_CAP_BYTES, DataParallel, flat_params
+from course_lib.ddp import DEFAULT_BUCKET_CAP_BYTES, BucketedDDP
+from course_lib.update_rules import flat_params
 from course_lib.model import GPT, GPTConfig
 from course_lib.train import estimate_loss, make_optimizer
 
@@ -51,7 +52,7 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
                      powersgd_rank: int = 4, momentum: float = 0.0, eval_iters: int = 4) -> dict:
     """One rank of compressed data-parallel training; returns losses, bytes and the final model.
 
-    ``impl``: ``"course"`` (:class:`DataParallel` with ``compressor=``), ``"torch"`` (PyTorch's
+    ``impl``: ``"course"`` (:class:`BucketedDDP` with ``compressor=``), ``"torch"`` (PyTorch's
     DDP with :func:`~course_lib.compression.compression_hook`) or ``"torch-powersgd"``
     (PyTorch's own ``powerSGD_hook`` at rank ``powersgd_rank``, error feedback and warm start,
     compressing from the 2nd step: torch requires ``start_powerSGD_iter >= 2``; ``method`` is
@@ -68,12 +69,12 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
     data = load_dataset()
     torch.manual_seed(seed)
     model = GPT(config)
-    # The course's DataParallel compresses whole buckets: a bucket per parameter gives per-tensor
+    # The course's BucketedDDP compresses whole buckets: a bucket per parameter gives per-tensor
     # compression. torch's DDP hooks see each bucket's gradients (HookState.per_tensor), and
     # torch's powerSGD_hook compresses per tensor anyway (it hangs with one bucket per parameter).
     cap = 1 if per_tensor and impl == "course" else bucket_cap_bytes
     if impl == "course":
-        ddp: nn.Module = DataParallel(model, cap, compressor=compressor)
+        ddp: nn.Module = BucketedDDP(model, cap, compressor=compressor)
     else:
         # torch's DDP puts the first bucket's cap at 1 MiB unless told; a huge cap makes one bucket.
         ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap / 2**20)

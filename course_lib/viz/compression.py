@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 
 from course_lib.compression import Cluster, predict_step_seconds
 from course_lib.runs.compression import make_compressor, mean_losses
-from course_lib.viz import PALETTE
+from course_lib.viz.collectives import PALETTE
 
 _STYLES = ["-", "--", ":", "-."]
 

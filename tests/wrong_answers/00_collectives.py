@@ -1,7 +1,5 @@
-"""Plausible wrong answers for solutions/00_collectives.ipynb, keyed by answer cell grade_id.
+"""Plausible wrong answers for solutions/00_collectives.ipynb (the format: wrong_answers/__init__.py)."""
 
-Each maps to (source of the answer cell, a fragment of the hint the check must give).
-"""
 WRONG = {
     "q1-answer": ('''
 def ring_shift(rank, world_size, x):
@@ -21,19 +19,29 @@ def naive_all_reduce(rank, world_size, x):
     else:
         comm.send(x, 0)
     return x
-''', "receive the total back from rank 0"),
-    "q3-answer": ('''
+''', "rank 1 returned its own input unchanged: receive the total back from rank 0"),
+    # every peer gets this rank's own chunk
+    "q3-answer": ({"comm.isend(x[peer], peer)": "comm.isend(x[rank], peer)"}, "send chunk `dst` to rank dst"),
+}
+
+MORE_WRONG = {
+    "ring_shift_with_collective": ("q1-answer", '''
+def ring_shift(rank, world_size, x):
+    parts = [torch.empty_like(x) for _ in range(world_size)]
+    comm.all_gather(parts, x)
+    return parts[(rank - 1) % world_size]
+''', "called the collective(s) all_gather"),
+    "all_to_all_off_by_one": ("q3-answer", {
+        "comm.isend(x[peer], peer)": "comm.isend(x[(peer + 1) % world_size], peer)"},
+        "rank 0 received chunk 1 from rank 1"),
+    # everyone sends first with a 1 MB message: deadlock (test_checks_ch00 runs it with a short timeout)
+    "all_to_all_blocking": ("q3-answer", '''
 def all_to_all_p2p(rank, world_size, x):
     out = [None] * world_size
     out[rank] = x[rank]
-    reqs = []
     for peer in range(world_size):
         if peer != rank:
-            out[peer] = torch.empty_like(x[peer])
-            reqs.append(comm.irecv(out[peer], peer))
-            reqs.append(comm.isend(x[rank], peer))
-    for req in reqs:
-        req.wait()
+            comm.send(torch.zeros(1 << 18).add_(x[peer].sum()), peer)
     return out
-''', "send chunk `dst` to rank dst"),
+''', None),
 }

@@ -1,7 +1,5 @@
-"""Plausible wrong answers for solutions/01_allocation.ipynb, keyed by answer cell grade_id.
+"""Plausible wrong answers for solutions/01_allocation.ipynb (the format: wrong_answers/__init__.py)."""
 
-Each maps to (source of the answer cell, a fragment of the hint the check must give).
-"""
 WRONG = {
     # sum and max swapped: the seed's own confusion of "total time" with the bottleneck
     "q1-answer": ('''
@@ -66,4 +64,42 @@ def my_milp_bottleneck(problem):
                bounds=Bounds(np.zeros(nv), np.r_[np.ones(k * n), np.inf]), options={"mip_rel_gap": 1e-9})
     return tuple(int(d) for d in res.x[:k * n].reshape(k, n).argmax(axis=1))
 ''', "add one row per device"),
+}
+
+MORE_WRONG = {
+    # the course's own functions, which never return inf
+    "cost_ignores_memory": ("q1-answer", '''
+from course_lib.allocation import latency, time_per_microbatch
+
+def my_cost(problem, x, objective):
+    return latency(problem, x) if objective == "latency" else time_per_microbatch(problem, x)
+''', "must cost float('inf')"),
+    "cost_no_communication": ("q1-answer", {
+        "    for j, l, nbytes in problem.edges:\n        d, e = x[j], x[l]\n        if d != e:\n"
+        "            load[d] += problem.alpha[d, e] + nbytes / problem.B[d, e]\n": ""},
+        "left out communication"),
+    "cost_raises": ("q1-answer", '''
+def my_cost(problem, x, objective):
+    raise ZeroDivisionError("oops")
+''', "raised ZeroDivisionError"),
+    # the general optimum is not a pipeline in device order
+    "chain_dp_not_contiguous": ("q2-answer", '''
+from course_lib.allocation import milp_assign
+
+def my_chain_dp(problem, objective):
+    return milp_assign(problem, objective).assignment
+''', "never decrease"),
+    # contiguous, but not optimal (or infeasible)
+    "chain_dp_all_on_last_device": ("q2-answer", '''
+def my_chain_dp(problem, objective):
+    return (problem.n - 1,) * problem.k
+''', ""),
+    "milp_all_on_device_0": ("q3-answer", '''
+def my_milp_bottleneck(problem):
+    return (0,) * problem.k
+''', ""),
+    "milp_one_module_short": ("q3-answer", '''
+def my_milp_bottleneck(problem):
+    return (0,) * (problem.k - 1)
+''', "one device per module"),
 }

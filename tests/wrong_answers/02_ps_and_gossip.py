@@ -1,7 +1,5 @@
-"""Plausible wrong answers for solutions/02_ps_and_gossip.ipynb, keyed by answer cell grade_id.
+"""Plausible wrong answers for solutions/02_ps_and_gossip.ipynb (the format: wrong_answers/__init__.py)."""
 
-Each maps to (source of the answer cell, a fragment of the hint the check must give).
-"""
 WRONG = {
     "q1-answer": ('''
 def sync_ps_step(rank, world_size, x):
@@ -19,19 +17,8 @@ def sync_ps_step(rank, world_size, x):
         comm.send(x["g"], 0)
         comm.recv(w, 0)
     return w
-''', "rank 0 is the server and computes no gradient"),
-    "q2-answer": ('''
-def on_push(book, k):
-    book.staleness.append(book.version - book.pulled[k])
-    book.version += 1
-    book.clock[k] += 1
-    book.waiting.add(k)
-    released = sorted(j for j in book.waiting if book.s is None or book.clock[j] - min(book.clock) < book.s)
-    for j in released:
-        book.pulled[j] = book.version
-    book.waiting -= set(released)
-    return released
-''', "use <=, not <"),
+''', "divided the sum by world_size = 3, but rank 0 is the server and computes no gradient"),
+    "q2-answer": ({"<= book.s": "< book.s"}, "use <=, not <"),
     "q3-answer": ('''
 def gossip_step(rank, world_size, x):
     left, right = (rank - 1) % world_size, (rank + 1) % world_size
@@ -41,4 +28,59 @@ def gossip_step(rank, world_size, x):
         req.wait()
     return x / 2 + (a + b) / 4
 ''', "used weight 1/2 for itself"),
+}
+
+MORE_WRONG = {
+    # the server never sends w back, the workers never receive it
+    "sync_ps_step_no_pull": ("q1-answer", {
+        "        reqs = [comm.isend(w, dst) for dst in range(1, world_size)]\n        for req in reqs:\n"
+        "            req.wait()\n": "",
+        "        comm.recv(w, 0)\n": ""}, "worker rank 1 returned the old parameters"),
+    "sync_ps_step_all_reduce": ("q1-answer", '''
+def sync_ps_step(rank, world_size, x):
+    g = x.get("g", torch.zeros_like(x["w"]))
+    lr = torch.tensor([x.get("lr", 0.0)], dtype=g.dtype)
+    comm.all_reduce(g)
+    comm.all_reduce(lr)
+    return x["w"] - lr * g / (world_size - 1)
+''', "called the collective(s) all_reduce"),
+    "on_push_late_tau": ("q2-answer", {
+        "    book.staleness.append(book.version - book.pulled[k])\n    book.version += 1\n":
+        "    book.version += 1\n    book.staleness.append(book.version - book.pulled[k])\n"},
+        "*before* adding 1 to version"),
+    "on_push_never_pulls": ("q2-answer", {"        book.pulled[j] = book.version\n": ""},
+                            "book.pulled never changes"),
+    # right bookkeeping on the scripts' ASP case, but ignores the bound
+    "on_push_release_all": ("q2-answer", '''
+def on_push(book, k):
+    book.staleness.append(book.version - book.pulled[k])
+    book.version += 1
+    book.clock[k] += 1
+    book.pulled[k] = book.version
+    return [k]
+''', "expected []"),
+    # releases nobody: passes no script; test_checks_ch02 runs it for real
+    "on_push_never_releases": ("q2-answer", '''
+def on_push(book, k):
+    book.staleness.append(book.version - book.pulled[k])
+    book.version += 1
+    book.clock[k] += 1
+    return []
+''', None),
+    "gossip_step_left_only": ("q3-answer", '''
+def gossip_step(rank, world_size, x):
+    a = torch.empty_like(x)
+    reqs = [comm.irecv(a, (rank - 1) % world_size), comm.isend(x, (rank + 1) % world_size)]
+    for req in reqs:
+        req.wait()
+    return (x + a) / 2
+''', "mixed with only one neighbour"),
+    # every rank sends first: nobody receives (test_checks_ch02 runs it with a short timeout)
+    "gossip_step_blocking": ("q3-answer", '''
+def gossip_step(rank, world_size, x):
+    big = torch.zeros(1 << 18, dtype=x.dtype)
+    comm.send(big, (rank + 1) % world_size)
+    comm.recv(big, (rank - 1) % world_size)
+    return x
+''', None),
 }

@@ -1,7 +1,5 @@
-"""Plausible wrong answers for solutions/03_ring_collectives.ipynb, keyed by answer cell grade_id.
+"""Plausible wrong answers for solutions/03_ring_collectives.ipynb (the format: wrong_answers/__init__.py)."""
 
-Each maps to (source of the answer cell, a fragment of the hint the check must give).
-"""
 WRONG = {
     # The textbook schedule shifted by one: the rank ends up owning chunk rank + 1.
     "q1-answer": ('''
@@ -15,7 +13,7 @@ def ring_reduce_scatter(rank, world_size, x):
             req.wait()
         chunks[(rank - s - 1) % world_size].add_(buf)
     return chunks[(rank + 1) % world_size]
-''', "instead of chunk 0 (off by one)"),
+''', "rank 0 ended with chunk 1 instead of chunk 0 (off by one)"),
     # Every rank sends with a blocking send before receiving: deadlock.
     "q2-answer": ('''
 def ring_all_gather(rank, world_size, x):
@@ -25,4 +23,39 @@ def ring_all_gather(rank, world_size, x):
         comm.recv(chunks[(rank - s - 1) % world_size], (rank - 1) % world_size)
     return x
 ''', "if every rank sends first, nobody receives"),
+}
+
+MORE_WRONG = {
+    "rs_one_step_short": ("q1-answer", {"range(world_size - 1)": "range(world_size - 2)"},
+                          "contains the inputs of ranks"),
+    "rs_with_collective": ("q1-answer", '''
+def ring_reduce_scatter(rank, world_size, x):
+    out = torch.empty(x.numel() // world_size, dtype=x.dtype)
+    comm.reduce_scatter_tensor(out, x)
+    return out
+''', "called the collective(s) reduce_scatter_tensor"),
+    "rs_whole_tensor": ("q1-answer", {"return chunks[rank]": "return x"},
+                        "return only its own reduced chunk"),
+    "ag_send_off_by_one": ("q2-answer", {
+        "comm.isend(chunks[(rank - s) % world_size], right)": "comm.isend(chunks[(rank - s - 1) % world_size], right)"},
+        "is still empty"),
+    "ag_recv_off_by_one": ("q2-answer", {
+        "comm.irecv(chunks[(rank - s - 1) % world_size], left)": "comm.irecv(chunks[(rank - s - 2) % world_size], left)"},
+        "(off by one)"),
+}
+
+RIGHT = {
+    # blocking calls ordered by parity: correct for an even number of ranks
+    "ag_parity": ("q2-answer", {
+        "        reqs = [comm.isend(chunks[(rank - s) % world_size], right),\n"
+        "                comm.irecv(chunks[(rank - s - 1) % world_size], left)]\n"
+        "        for req in reqs:\n            req.wait()\n": '''\
+        send, recv = chunks[(rank - s) % world_size], chunks[(rank - s - 1) % world_size]
+        if rank % 2 == 0:
+            comm.send(send, right)
+            comm.recv(recv, left)
+        else:
+            comm.recv(recv, left)
+            comm.send(send, right)
+'''}),
 }

@@ -1,14 +1,12 @@
-"""Plausible wrong answers for solutions/07_compression.ipynb, keyed by answer cell grade_id.
-
-Each maps to (source of the answer cell, a fragment of the hint the check must give).
-"""
+"""Plausible wrong answers for solutions/07_compression.ipynb, keyed by answer cell grade_id
+(format: tests/wrong_answers/__init__.py)."""
 WRONG = {
     "q1-answer": ('''
 def majority_vote(grad):
     signs = torch.where(grad >= 0, 1.0, -1.0)
     comm.all_reduce(signs)
     return torch.sign(signs)
-''', "you all-reduced the dense gradient: the counters show"),
+''', 'you all-reduced the dense gradient: the counters show'),
     "q2-answer": ('''
 def topk_ef(grad, residual, k):
     p = grad.reshape(-1) + residual
@@ -18,7 +16,7 @@ def topk_ef(grad, residual, k):
     sent = p * mask
     comm.all_reduce(sent)
     return sent / comm.get_world_size(), p - p * mask
-''', "you all-reduced the dense masked tensor: the counters show"),
+''', 'you all-reduced the dense masked tensor: the counters show'),
     "q3-answer": ('''
 def powersgd_step(M, Q):
     world = comm.get_world_size()
@@ -29,19 +27,19 @@ def powersgd_step(M, Q):
     comm.all_reduce(Q_new)
     Q_new /= world
     return P @ Q_new.T, Q_new
-''', "P was not orthonormalised"),
+''', 'P was not orthonormalised'),
 }
 
-# More plausible mistakes, each with the hint its check must give (exec'd by tests/test_checks_ch07.py).
-MORE = {
-    "q1-answer": [('''
+MORE_WRONG = {
+    "int8_signs_not_packed": ("q1-answer", '''
 def majority_vote(grad):
     signs = (grad >= 0).to(torch.int8)
     p = comm.get_world_size()
     out = torch.empty(p * grad.numel(), dtype=torch.int8)
     comm.all_gather_into_tensor(out, signs)
     return torch.sign((out.view(p, -1).float() * 2 - 1).sum(0))
-''', "Pack 8 signs into each uint8"), ('''
+''', 'Pack 8 signs into each uint8'),
+    "bit_order_reversed_on_unpack": ("q1-answer", '''
 def majority_vote(grad):
     n = grad.numel()
     bits = (grad.reshape(-1) >= 0).to(torch.uint8)
@@ -54,12 +52,13 @@ def majority_vote(grad):
     unpacked = (out.view(p, -1, 1) & weights.flip(0)) > 0
     signs = unpacked.reshape(p, -1)[:, :n].float() * 2 - 1
     return torch.sign(signs.sum(0))
-''', "bit order"), ('''
+''', 'bit order'),
+    "imports_the_course_compressor": ("q1-answer", '''
 from course_lib.compression import SignMajority
 def majority_vote(grad):
     return SignMajority().reduce(grad)
-''', "write it with torch and comm only")],
-    "q2-answer": [('''
+''', 'write it with torch and comm only'),
+    "no_error_feedback": ("q2-answer", '''
 def topk_ef(grad, residual, k):
     p = grad.reshape(-1)
     idx = p.abs().topk(k).indices
@@ -68,7 +67,8 @@ def topk_ef(grad, residual, k):
     comm.all_gather_into_tensor(vals, p[idx].contiguous())
     comm.all_gather_into_tensor(ids, idx.to(torch.int32))
     return torch.zeros(p.numel()).index_add_(0, ids.long(), vals) / world, residual
-''', "no error feedback"), ('''
+''', 'no error feedback'),
+    "sum_not_mean": ("q2-answer", '''
 def topk_ef(grad, residual, k):
     p = grad.reshape(-1) + residual
     idx = p.abs().topk(k).indices
@@ -77,15 +77,16 @@ def topk_ef(grad, residual, k):
     comm.all_gather_into_tensor(vals, p[idx].contiguous())
     comm.all_gather_into_tensor(ids, idx.to(torch.int32))
     return torch.zeros(p.numel()).index_add_(0, ids.long(), vals), p.index_fill(0, idx, 0.0)
-''', "divide the sum of the ranks' values by world_size")],
-    "q3-answer": [('''
+''', "divide the sum of the ranks' values by world_size"),
+    "all_reduce_whole_matrix": ("q3-answer", '''
 def powersgd_step(M, Q):
     comm.all_reduce(M)
     M /= comm.get_world_size()
     P = torch.linalg.qr(M @ Q).Q
     Q_new = M.T @ P
     return P @ Q_new.T, Q_new
-''', "you all-reduced M itself"), ('''
+''', 'you all-reduced M itself'),
+    "no_division_by_world_size": ("q3-answer", '''
 def powersgd_step(M, Q):
     P = M @ Q
     comm.all_reduce(P)
@@ -93,5 +94,5 @@ def powersgd_step(M, Q):
     Q_new = M.T @ P
     comm.all_reduce(Q_new)
     return P @ Q_new.T, Q_new
-''', "too large")],
+''', 'too large'),
 }

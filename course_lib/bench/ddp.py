@@ -1,7 +1,7 @@
 """Chapter 4 benchmark: course DDP against torch DDP, the gain from overlap, and ZeRO memory/traffic.
 
-    python -m course_lib.ddp_bench                 # both tables, p = 2 and 4
-    python -m course_lib.ddp_bench --only ddp --sizes 2 --steps 10
+    ./course bench ddp                 # both tables, p = 2 and 4
+    ./course bench ddp --only ddp --sizes 2 --steps 10
 
 Table 1: step time (forward + backward + gradient sync + AdamW) of the reference GPT (207k
 parameters, global batch 32, 1 intra-op thread per rank), for course DDP and
@@ -19,28 +19,30 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-from course_lib.ddp import train_data_parallel
+from course_lib.configs import reference_config
+from course_lib.data import load_dataset
 from course_lib.launcher import launch
-from course_lib.train import DEFAULT_BATCH_SIZE, default_config
-from course_lib.zero import formula_bytes, train_zero
+from course_lib.runs.data_parallel import train_data_parallel
+from course_lib.runs.zero import train_zero
+from course_lib.tables import format_table
+from course_lib.train import DEFAULT_BATCH_SIZE
+from course_lib.zero import formula_bytes
 
 SMALL_CAP = 128 * 1024  # bytes: 7 buckets for the 207k-parameter model, so overlap has something to do
 BIG_CAP = 25 * 2**20    # torch DDP's default: the whole model in one bucket
 
 
 def _config():
-    from course_lib.data import load_dataset
-
-    return default_config(load_dataset().vocab_size)
+    return reference_config(load_dataset().vocab_size)
 
 
 def step_times(p: int, impl: str, cap: int, overlap: bool, steps: int, warmup: int = 3) -> float:
     """Median step time in seconds over ``steps`` steps on ``p`` ranks (rank 0's clock)."""
-    out = launch(train_data_parallel, p, _config(), steps, DEFAULT_BATCH_SIZE, impl, cap, overlap, 1,
-                 "adamw", 2e-3, 0, warmup, threads=1, timeout=300)
+    out = launch(train_data_parallel, p, config=_config(), steps=steps, batch_size=DEFAULT_BATCH_SIZE, impl=impl,
+                 bucket_cap_bytes=cap, overlap=overlap, warmup=warmup, threads=1, timeout=300,
+                 check_collectives=False)
     return statistics.median(max(ts) for ts in zip(*(o["step_seconds"] for o in out)))
 
 
@@ -77,7 +79,8 @@ def bench_zero(sizes=(2, 4), steps: int = 4) -> list[dict]:
     cfg = _config()
     for p in sizes:
         for stage in range(4):
-            out = launch(train_zero, p, cfg, stage, steps, DEFAULT_BATCH_SIZE, threads=1, timeout=300)
+            out = launch(train_zero, p, config=cfg, stage=stage, steps=steps, batch_size=DEFAULT_BATCH_SIZE,
+                         threads=1, timeout=300, check_collectives=False)
             r0 = out[0]
             want = formula_bytes(r0["psi"], p, stage)
             held = r0["held"]
@@ -89,20 +92,8 @@ def bench_zero(sizes=(2, 4), steps: int = 4) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict]) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return "-" if v != v else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-        return str(v)
-    heads = list(rows[0])
-    cells = [[fmt(r[h]) for h in heads] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
-    line = lambda xs: "  ".join(x.rjust(w) for x, w in zip(xs, widths))  # noqa: E731
-    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(c) for c in cells])
-
-
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m course_lib.ddp_bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="./course bench ddp", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[2, 4], help="world sizes")
     ap.add_argument("--steps", type=int, default=15, help="timed steps per run (after 3 warm-up steps)")
@@ -117,15 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     if a.only in (None, "ddp"):
         print(f"\nTable 1: DDP step time, reference GPT, global batch {DEFAULT_BATCH_SIZE}, AdamW; "
               f"{a.rounds} interleaved runs x {a.steps} steps each")
-        print(_table(bench_ddp(tuple(a.sizes), a.steps, a.rounds)))
+        print(format_table(bench_ddp(tuple(a.sizes), a.steps, a.rounds)))
         print("goal: course / torch <= 1.2 at equal bucket cap; vs_no_overlap < 1 means overlap helped")
     if a.only in (None, "zero"):
         print("\nTable 2: ZeRO model-state memory per rank (rank 0, after backward of step 2) and traffic")
-        print(_table(bench_zero(tuple(a.sizes))))
+        print(format_table(bench_zero(tuple(a.sizes))))
         print("formula (fp32 AdamW): stage 0 16Psi, 1 8Psi+8Psi/p, 2 4Psi+12Psi/p, 3 16Psi/p bytes; "
               "traffic 2Psi (stages 0-2), 3Psi (stage 3)")
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; took {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,0 +1,256 @@
+"""Tensor-parallel GPT runs: the same batches through the single-process GPT and its
+tensor-parallel shards, compared number by number, with every collective counted per stage.
+
+    res = launch(compare_tp, 2, config=cfg, batch_size=8, steps=20, lr=1e-3)
+    res[0]["max_diff"]        # logits, loss, gradients at step 0; parameters after `steps`
+    res[0]["comm"]            # bytes and calls per stage: embed / block i / head, fwd and bwd
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from course_lib import comm
+from course_lib.data import get_batch, load_dataset
+from course_lib.model import GPT, GPTConfig
+from course_lib.tensor_parallel import param_count_per_rank, vocab_parallel_cross_entropy
+from course_lib.tp_gpt import TensorParallelGPT, gather_dim, saved_activation_bytes, unshard
+from course_lib.train import make_optimizer
+
+
+def _snapshot() -> dict:
+    s = comm.get_stats()
+    return dict(bytes=sum(s.collective_bytes.values()), calls=dict(s.collective_calls),
+                by_op=dict(s.collective_bytes))
+
+
+def staged_forward_backward(model: TensorParallelGPT, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Forward then backward one stage at a time (embedding, each block, head + loss), with the
+    communication counters read after each: ``{"embed_fwd": ..., "block0_bwd": ...}``.
+    The gradients it leaves are those of ``loss.backward()`` on the whole model."""
+    stats: dict[str, dict] = {}
+    comm.reset_stats()
+    h0 = model.embed(x)
+    stats["embed_fwd"] = _snapshot()
+    ins, outs, h = [], [], h0
+    for i, block in enumerate(model.blocks):
+        inp = h.detach().requires_grad_()
+        comm.reset_stats()
+        h = block(inp)
+        stats[f"block{i}_fwd"] = _snapshot()
+        ins.append(inp)
+        outs.append(h)
+    inp = h.detach().requires_grad_()
+    comm.reset_stats()
+    logits = model.head(inp)
+    loss = vocab_parallel_cross_entropy(logits, y, model.vocab_start)
+    stats["head_fwd"] = _snapshot()
+    comm.reset_stats()
+    loss.backward()
+    stats["head_bwd"] = _snapshot()
+    grad = inp.grad
+    for i in reversed(range(len(model.blocks))):
+        comm.reset_stats()
+        outs[i].backward(grad)
+        stats[f"block{i}_bwd"] = _snapshot()
+        grad = ins[i].grad
+    comm.reset_stats()
+    h0.backward(grad)
+    stats["embed_bwd"] = _snapshot()
+    comm.reset_stats()
+    model.finish_grads()
+    stats["finish_grads"] = _snapshot()
+    return logits, loss.detach(), stats
+
+
+def compare_tp(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, steps: int = 20,
+               lr: float = 1e-3, sequence_parallel: bool = False, seed: int = 0) -> dict:
+    """Worker: train the GPT and its tensor-parallel version side by side on the same batches.
+
+    Returns the maximum absolute differences (``max_diff``: logits, loss and every gradient at
+    step 0, every parameter after ``steps`` AdamW steps, the largest loss gap along the way),
+    the per-stage communication of step 0 (``comm``), parameters and activation bytes per rank.
+    """
+    data = load_dataset().train
+    torch.manual_seed(seed)
+    ref = GPT(config)
+    tp = TensorParallelGPT(ref, rank, world_size, sequence_parallel=sequence_parallel)
+    opt_ref, opt_tp = make_optimizer(ref, lr=lr), make_optimizer(tp, lr=lr)
+    gen = torch.Generator().manual_seed(seed + 1)
+    diffs: dict[str, float] = {}
+    losses_ref, losses_tp = [], []
+    for step in range(steps + 1):
+        x, y = get_batch(data, batch_size, config.block_size, gen)
+        ref.zero_grad(set_to_none=True)
+        tp.zero_grad(set_to_none=True)
+        logits_ref, loss_ref = ref(x, y)
+        loss_ref.backward()
+        if step == 0:
+            logits, loss, stages = staged_forward_backward(tp, x, y)
+            full = gather_dim(logits, -1)
+            grads = unshard(tp, grads=True)
+            diffs["logits"] = (full - logits_ref).abs().max().item()
+            diffs["loss"] = abs(loss.item() - loss_ref.item())
+            diffs["grads"] = max((grads[n] - p.grad).abs().max().item() for n, p in ref.named_parameters())
+            diffs["grad_by_param"] = {n: (grads[n] - p.grad).abs().max().item() for n, p in ref.named_parameters()}
+        else:
+            _, loss = tp(x, y)
+            loss.backward()
+            tp.finish_grads()
+        if step == steps:  # the last forward/backward only checks; no update after it
+            break
+        losses_ref.append(loss_ref.item())
+        losses_tp.append(loss.item())
+        opt_ref.step()
+        opt_tp.step()
+    params = unshard(tp)
+    diffs["params_after"] = max((params[n] - p.detach()).abs().max().item() for n, p in ref.named_parameters())
+    diffs["loss_curve"] = max(abs(a - b) for a, b in zip(losses_ref, losses_tp)) if losses_ref else 0.0
+    T = config.block_size
+    h = torch.randn(batch_size, T // world_size if sequence_parallel else T, config.n_embd, requires_grad=True)
+    _, act = saved_activation_bytes(tp, tp.blocks[0], h)
+    return dict(max_diff=diffs, comm=stages, losses_ref=losses_ref, losses_tp=losses_tp,
+                params=sum(p.numel() for p in tp.parameters()),
+                params_formula=param_count_per_rank(config, world_size, rank)["total"],
+                act_bytes_per_block=act)
+
+
+def time_tp_step(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, steps: int = 10,
+                 warmup: int = 2, sequence_parallel: bool = False, lr: float = 1e-3) -> dict:
+    """Worker: median seconds of one training step (forward, backward, AdamW) of the
+    tensor-parallel GPT, a step ending when the slowest rank is done (barrier before and after).
+    Also the collective bytes of one step, the parameters and one block's saved activations."""
+    data = load_dataset().train
+    torch.manual_seed(0)
+    tp = TensorParallelGPT(GPT(config), rank, world_size, sequence_parallel=sequence_parallel)
+    opt = make_optimizer(tp, lr=lr)
+    gen = torch.Generator().manual_seed(1)
+    times = []
+    for i in range(warmup + steps):
+        x, y = get_batch(data, batch_size, config.block_size, gen)
+        comm.barrier()
+        comm.reset_stats()
+        t0 = time.perf_counter()
+        tp.zero_grad(set_to_none=True)
+        _, loss = tp(x, y)
+        loss.backward()
+        tp.finish_grads()
+        opt.step()
+        step_bytes = sum(comm.get_stats().collective_bytes.values())
+        comm.barrier()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    T = config.block_size
+    h = torch.randn(batch_size, T // world_size if sequence_parallel else T, config.n_embd, requires_grad=True)
+    _, act = saved_activation_bytes(tp, tp.blocks[0], h)
+    return dict(step_s=statistics.median(times), times=times, step_bytes=step_bytes,
+                params=sum(p.numel() for p in tp.parameters()), act_bytes_per_block=act)
+
+
+def compare_torch_tp(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, seed: int = 0) -> dict:
+    """Worker: PyTorch's own tensor parallelism (``torch.distributed.tensor.parallel``) on the
+    same weights and batch as the course's :class:`TensorParallelGPT`.
+
+    Plan: q, k, v and up_proj ``ColwiseParallel``, out_proj and down_proj ``RowwiseParallel``
+    (the embeddings and the tied head stay replicated). Then, on the untied model, the head
+    ``ColwiseParallel(output_layouts=Shard(-1))`` with the loss under ``loss_parallel()``, and
+    the same loss without it, which PyTorch refuses (the error is returned).
+    Returns the maximum differences of logits, loss and gradients: torch vs the single-process
+    GPT, and torch vs the course.
+    """
+    import copy
+    import dataclasses
+
+    import torch.nn.functional as F
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, loss_parallel, parallelize_module
+
+    def full(t: torch.Tensor) -> torch.Tensor:
+        return t.full_tensor() if isinstance(t, DTensor) else t
+
+    def block_plan(n_layer: int) -> dict:
+        plan = {}
+        for i in range(n_layer):
+            for name in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "mlp.up_proj"):
+                plan[f"blocks.{i}.{name}"] = ColwiseParallel()
+            for name in ("attn.out_proj", "mlp.down_proj"):
+                plan[f"blocks.{i}.{name}"] = RowwiseParallel()
+        return plan
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    data = load_dataset().train
+    x, y = get_batch(data, batch_size, config.block_size, torch.Generator().manual_seed(seed + 1))
+    out: dict = {}
+
+    # 1. blocks: ColwiseParallel / RowwiseParallel, against the GPT and the course's TP GPT
+    torch.manual_seed(seed)
+    ref = GPT(config)
+    model = parallelize_module(copy.deepcopy(ref), mesh, block_plan(config.n_layer))
+    ours = TensorParallelGPT(ref, rank, world_size)
+    logits_ref, loss_ref = ref(x, y)
+    loss_ref.backward()
+    logits_pt, loss_pt = model(x, y)
+    loss_pt.backward()
+    logits_ours, loss_ours = ours(x, y)
+    loss_ours.backward()
+    logits_ours = gather_dim(logits_ours, -1)
+    g_ours = unshard(ours, grads=True)
+    g_pt = {n: full(p.grad) for n, p in model.named_parameters()}
+    out["blocks"] = dict(
+        logits_vs_ref=(full(logits_pt) - logits_ref).abs().max().item(),
+        loss_vs_ref=abs(loss_pt.item() - loss_ref.item()),
+        grads_vs_ref=max((g_pt[n] - p.grad).abs().max().item() for n, p in ref.named_parameters()),
+        logits_vs_course=(full(logits_pt) - logits_ours).abs().max().item(),
+        grads_vs_course=max((g_pt[n] - g_ours[n]).abs().max().item() for n in g_ours),
+        sharded=[n for n, p in model.named_parameters() if isinstance(p, DTensor)
+                 and any(isinstance(pl, Shard) for pl in p.placements)])
+
+    # 2. the head split over the vocabulary, loss under loss_parallel (untied model)
+    untied = dataclasses.replace(config, tie_weights=False)
+    torch.manual_seed(seed)
+    ref = GPT(untied)
+    plan = block_plan(untied.n_layer)
+    plan["lm_head"] = ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)
+    model = parallelize_module(copy.deepcopy(ref), mesh, plan)
+    _, loss_ref = ref(x, y)
+    loss_ref.backward()
+    logits = model.head(model.run_blocks(model.embed(x)))
+    try:
+        F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        out["without_loss_parallel"] = "no error"
+    except Exception as e:  # what PyTorch says when the loss meets Shard(-1) logits
+        out["without_loss_parallel"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    with loss_parallel():
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss.backward()
+    out["loss_parallel"] = dict(
+        loss_vs_ref=abs(full(loss).item() - loss_ref.item()),
+        grads_vs_ref=max((full(p.grad) - q.grad).abs().max().item()
+                         for (n, p), q in zip(model.named_parameters(), ref.parameters())))
+    return out
+
+
+def time_parallel_mlp(rank: int, world_size: int, width: int = 256, batch: tuple[int, int] = (8, 64),
+                      steps: int = 10, warmup: int = 2) -> dict:
+    """Worker: median seconds of forward + backward of one tensor-parallel MLP
+    (width -> 4 width -> width) on a (B, T, width) input; barrier-synchronised."""
+    from course_lib.model import MLP
+    from course_lib.tensor_parallel import ParallelMLP
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=2, n_head=1, n_embd=width)
+    mlp = ParallelMLP(MLP(cfg), rank, world_size)
+    x = torch.randn(*batch, width)
+    times = []
+    for i in range(warmup + steps):
+        xi = x.clone().requires_grad_()
+        comm.barrier()
+        t0 = time.perf_counter()
+        mlp(xi).square().mean().backward()
+        comm.barrier()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return dict(step_s=statistics.median(times))
