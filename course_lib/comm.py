@@ -180,11 +180,28 @@ def _collective(op: str, nbytes: int) -> float:
 
 
 # ----------------------------------------------------------------------------- point to point
+# When the launcher checks collectives across ranks, the checked process group numbers every call
+# it carries, messages included; ranks that send different numbers of messages (a pipeline stage,
+# a parameter server) would then look like ranks calling different collectives. So messages sent
+# without a group travel on an unchecked twin of the default group, which the launcher sets.
+_p2p_group = None
+
+
+def set_point_to_point_group(group) -> None:
+    """The group that carries messages sent with ``group=None`` (None: the default group)."""
+    global _p2p_group
+    _p2p_group = group
+
+
+def _route(group):
+    return _p2p_group if group is None else group
+
+
 def send(tensor: torch.Tensor, dst: int, group=None, tag: int = 0) -> None:
     """Blocking send of ``tensor`` to rank ``dst``."""
     nbytes = _point_to_point("send", tensor, "dst", dst, group)
     t0 = time.perf_counter()
-    dist.send(tensor, dst, group=group, tag=tag)
+    dist.send(tensor, dst, group=_route(group), tag=tag)
     _record("send", nbytes, t0, time.perf_counter(), dst)
 
 
@@ -192,7 +209,7 @@ def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0)
     """Blocking receive into ``tensor`` (its shape and dtype must match what is sent)."""
     nbytes = _point_to_point("recv", tensor, "src", src, group)
     t0 = time.perf_counter()
-    sender = dist.recv(tensor, src, group=group, tag=tag)
+    sender = dist.recv(tensor, src, group=_route(group), tag=tag)
     _record("recv", nbytes, t0, time.perf_counter(), src)
     return sender
 
@@ -200,19 +217,20 @@ def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0)
 def isend(tensor: torch.Tensor, dst: int, group=None, tag: int = 0):
     """Non-blocking send; returns a Work whose ``wait()`` completes it."""
     _record("isend", _point_to_point("isend", tensor, "dst", dst, group), time.perf_counter(), None, dst)
-    return dist.isend(tensor, dst, group=group, tag=tag)
+    return dist.isend(tensor, dst, group=_route(group), tag=tag)
 
 
 def irecv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0):
     """Non-blocking receive; the data is in ``tensor`` only after ``wait()``."""
     _record("irecv", _point_to_point("irecv", tensor, "src", src, group), time.perf_counter(), None, src)
-    return dist.irecv(tensor, src, group=group, tag=tag)
+    return dist.irecv(tensor, src, group=_route(group), tag=tag)
 
 
 def batch_isend_irecv(ops: list[P2POp]) -> list:
     """Start a list of ``P2POp(dist.isend/irecv, tensor, peer)`` together; returns their Works."""
     for op in ops:
         _point_to_point("batch_isend_irecv", op.tensor, "dst" if op.op is dist.isend else "src", op.peer, op.group)
+        op.group = _route(op.group)
     return dist.batch_isend_irecv(ops)
 
 

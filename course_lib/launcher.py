@@ -232,6 +232,8 @@ def _worker_main(job: _Job) -> None:
             timeout=timedelta(seconds=job.pg_timeout),
         )
         comm.check_raw_point_to_point()
+        if job.check_collectives:
+            _unchecked_twin_group()
         result = fn(rank, ws, *args, **kwargs)
         try:
             blob = cloudpickle.dumps((result, comm.get_stats()))
@@ -258,6 +260,35 @@ def _worker_main(job: _Job) -> None:
     # os._exit skips atexit handlers and process-group teardown, which can block on a peer
     # that is already gone; the parent cleans up the rendezvous directory.
     os._exit(code)
+
+
+def _unchecked_twin_group():
+    """A plain gloo group of every rank, made while the checks are off so that it is not wrapped.
+
+    It carries what the check must not see: messages (:func:`course_lib.comm.set_point_to_point_group`)
+    and torch's own DDP, whose C++ logger crashes (SIGSEGV, torch 2.13) on a checked group.
+    """
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from course_lib import comm
+
+    level = dist.get_debug_level()
+    dist.set_debug_level(dist.DebugLevel.OFF)  # groups made now are not wrapped
+    try:
+        twin = dist.new_group(backend="gloo")
+    finally:
+        dist.set_debug_level(level)
+    comm.set_point_to_point_group(twin)
+    original = getattr(DDP.__init__, "_course_original", DDP.__init__)
+
+    def __init__(self, module, *args, **kwargs):
+        if kwargs.get("process_group") is None and len(args) < 6:  # process_group is DDP's 7th parameter
+            kwargs["process_group"] = twin
+        original(self, module, *args, **kwargs)
+
+    __init__._course_original = original
+    DDP.__init__ = __init__
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -599,8 +630,8 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
 
 
 _MISMATCH = re.compile(r"Detected mismatch between collectives")
-_FINGERPRINT = re.compile(r"Rank (\d+) is running collective: CollectiveFingerPrint\(SequenceNumber=\d+, "
-                          r"OpType=(\w+), TensorShape=\[([^\]]*)\], TensorDtypes=(\w+)")
+_FINGERPRINT = re.compile(r"Rank (\d+) is running collective: CollectiveFingerPrint\(SequenceNumber=(\d+),? ?"
+                          r"OpType=(\w+)(?:, TensorShape=\[([^\]]*)\], TensorDtypes=(\w+))?")
 
 
 # PyTorch's names in a collective's fingerprint -> the torch.distributed call a learner wrote
@@ -626,15 +657,21 @@ def _errors_of_every_rank(procs, run_dir: str) -> dict[int, dict]:
 
 def _mismatch_error(r: int, e: dict, errors: dict[int, dict]) -> CollectiveMismatchError:
     """Translate PyTorch's fingerprint mismatch into each rank's call and the learner's line."""
-    calls = {int(rank): f"{_OP_NAMES.get(op, op.lower())}(shape [{shape}], {_DTYPE_NAMES.get(dtype, dtype)})"
-             for rank, op, shape, dtype in _FINGERPRINT.findall(e["message"])}
+    found = _FINGERPRINT.findall(e["message"])
+    calls = {int(rank): _OP_NAMES.get(op, op.lower()) + (f"(shape [{shape}], {_DTYPE_NAMES.get(dtype, dtype)})"
+                                                        if dtype else "()")
+             for rank, _, op, shape, dtype in found}
+    sequence = {int(rank): int(seq) for rank, seq, *_ in found}
     a, b = sorted(calls)[:2] if len(calls) >= 2 else (r, r)
     aspects = e["message"].split("differ in the following aspects:")[-1]
     what = [word for key, word in (("Op type", "collective"), ("shape", "shape"), ("dtype", "dtype"))
             if key in aspects] or ["arguments"]
     rule = "the same collective, in the same order" + (
         f", with tensors of the same {' and '.join(w for w in what if w != 'collective')}"
-        if set(what) - {"collective"} else "")
+        if set(what) - {"collective", "arguments"} else "")
+    if "Sequence number" in aspects and len(sequence) >= 2:
+        rule += (f"; rank {a} had made {sequence[a]} calls on this group before, rank {b} {sequence[b]}: "
+                 "a rank skipped or added a collective")
     summary = (f"rank {a} called {calls.get(a, '?')} while rank {b} called {calls.get(b, '?')}: "
                f"every rank must call {rule}")
     where = {}

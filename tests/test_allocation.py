@@ -14,6 +14,8 @@ from course_lib.allocation import (
     device_load, exhaustive_all, exhaustive_contiguous, greedy_seed, is_feasible, latency,
     milp_assign, pipeline_time, q_learning, random_problem, seed_example, time_per_microbatch,
 )
+from course_lib.allocation.generate import KINDS, stress_problem
+from course_lib.allocation.plot import flow_shop
 from course_lib.allocation.bench import main as bench_main
 
 
@@ -54,6 +56,90 @@ def test_chain_dp_equals_exhaustive_contiguous():
     assert 0 < infeasible < 1000  # both branches exercised
 
 
+# Instance kinds that broke the first MILP (wrong answers marked optimal, false "infeasible",
+# crashes at memory limits); see stress_problem. Sizes 2..6 x 2..3 keep exhaustive search quick.
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_solver_against_exhaustive_search_on_stress_instances(kind):
+    for seed in range(16):
+        rng = np.random.default_rng(seed)
+        k, n = int(rng.integers(2, 7)), int(rng.integers(2, 4))
+        p = stress_problem(kind, k, n, seed)
+        for obj in OBJECTIVES:
+            where = (kind, seed, k, n, obj)
+            truth = _solve_or_none(exhaustive_all, p, obj)
+            # Even seeds start from the heuristics' placement, odd ones from a MILP without
+            # objective (so the scale and the pruning start far from the optimum).
+            mip = _solve_or_none(lambda q, o: milp_assign(q, o, incumbent="auto" if seed % 2 == 0 else None),
+                                 p, obj)
+            assert (truth is None) == (mip is None), where
+            contiguous = _solve_or_none(exhaustive_contiguous, p, obj)
+            if p.is_chain:
+                dp = _solve_or_none(chain_dp, p, obj)
+                assert (contiguous is None) == (dp is None), where
+                if dp is not None:
+                    assert _close(dp.cost, contiguous.cost, 1e-9), (where, dp, contiguous)
+            heuristics = (greedy_seed(p, obj), q_learning(p, obj, episodes=30, seed=seed))
+            if truth is None:
+                assert not any(h.feasible for h in heuristics), where
+                continue
+            assert truth.cost == cost(p, truth.assignment, obj)
+            assert mip.optimal, (where, mip.info["message"])
+            assert truth.cost <= mip.cost * (1 + 1e-12), where
+            assert _close(mip.cost, truth.cost, 1e-5), (where, mip, truth)
+            assert mip.info["lower_bound"] <= truth.cost * (1 + 1e-7), (where, mip.info)
+            if contiguous is not None:
+                assert truth.cost <= contiguous.cost * (1 + 1e-12), where
+            for h in heuristics:
+                assert not h.feasible or h.cost >= truth.cost * (1 - 1e-12), (where, h)
+
+
+def test_milp_without_a_bound_yet_reports_zero_not_a_crash():
+    p = random_problem(24, 6, seed=1)
+    for obj in OBJECTIVES:
+        sol = milp_assign(p, obj, time_limit=1e-3, incumbent=None)
+        lb = sol.info["lower_bound"]
+        assert math.isfinite(lb) and 0 <= lb <= sol.cost
+
+
+@pytest.mark.parametrize("status, message", [
+    (1, "Time limit reached"),           # stopped before any bound: mip_dual_bound is None
+    (2, "The problem is infeasible"),    # "infeasible" although a placement fits
+    (4, "HiGHS Solve error"),            # the solver gave up
+])
+def test_milp_solver_failure_is_not_infeasibility(monkeypatch, status, message):
+    # What HiGHS answers on extreme scales, replayed: the known placement comes back with
+    # optimal=False and HiGHS's message, never InfeasibleError, a crash or a bound of None.
+    from scipy.optimize import OptimizeResult
+    import course_lib.allocation.milp as milp_module
+    answer = OptimizeResult(status=status, message=message, x=None, fun=None, mip_dual_bound=None)
+    monkeypatch.setattr(milp_module, "_highs", lambda *args, **kwargs: answer)
+    p = random_problem(6, 3, seed=2)
+    for obj in OBJECTIVES:
+        sol = milp_assign(p, obj)
+        assert sol.feasible and not sol.optimal and sol.info["lower_bound"] == 0.0
+        assert message in sol.info["message"]
+        if status == 2:
+            assert sol.info["message"].startswith("solver failure")
+
+
+def test_memory_tolerance_is_the_same_in_every_solver():
+    # Two modules of 1 byte each and a fast device of 2 / (1 + eps) bytes: with eps within
+    # the 1e-9 tolerance they fit together (and should go there); beyond it they do not.
+    for eps, together in ((0.0, True), (9e-10, True), (2e-9, False), (1e-8, False), (1e-7, False)):
+        devs = (Device("fast", 1e3, 2.0 / (1 + eps)), Device("slow", 1.0, 2.0))
+        p = Problem(devs, (Module("a", 1.0, 1.0), Module("b", 1.0, 1.0)), Links.uniform(2, np.inf))
+        assert is_feasible(p, (0, 0)) == together
+        for solver in (exhaustive_all, exhaustive_contiguous, chain_dp, greedy_seed, milp_assign,
+                       lambda q, o: milp_assign(q, o, incumbent=None)):
+            for obj in OBJECTIVES:
+                assert (solver(p, obj).assignment == (0, 0)) == together, (eps, solver, obj)
+    # A single module at the limit fits; the Problem check uses the same tolerance.
+    p = Problem((Device("d", 1.0, 1.0 / (1 + 5e-10)),), (Module("m", 1.0, 1.0),), Links.uniform(1, 1.0))
+    assert milp_assign(p, "latency").assignment == (0,)
+    with pytest.raises(ValueError, match="largest device"):
+        Problem((Device("d", 1.0, 1.0 / (1 + 2e-9)),), (Module("m", 1.0, 1.0),), Links.uniform(1, 1.0))
+
+
 def test_chain_dp_respects_device_order():
     p = random_problem(6, 3, seed=7)
     order = [2, 0, 1]
@@ -67,7 +153,7 @@ def test_chain_dp_respects_device_order():
 
 def test_milp_equals_exhaustive_all():
     infeasible = 0
-    for seed in range(400):
+    for seed in range(150):  # (the stress test above adds 13 harder kinds)
         p = _random_small(seed, kmax=5, nmax=3, skip_prob=0.3)  # general traffic, not just a chain
         for obj in OBJECTIVES:
             truth = _solve_or_none(exhaustive_all, p, obj)
@@ -82,9 +168,9 @@ def test_milp_equals_exhaustive_all():
             # mip.cost is re-evaluated from its assignment, so it can never undercut the truth;
             # it matches up to HiGHS's tolerances.
             assert truth.cost <= mip.cost * (1 + 1e-12)
-            assert _close(mip.cost, truth.cost, 1e-6), (seed, obj, mip, truth)
-            assert _close(mip.cost, mip.info["milp_value"], 1e-6)  # linearisation == cost model
-    assert infeasible < 400
+            assert _close(mip.cost, truth.cost, 1e-5), (seed, obj, mip, truth)
+            assert _close(mip.cost, mip.info.get("milp_value", mip.cost), 1e-5)  # linearisation == cost model
+    assert infeasible < 150
 
 
 def test_milp_beats_or_ties_contiguous_dp_on_larger_chain():
@@ -104,7 +190,7 @@ def test_milp_time_limit_returns_a_feasible_placement_and_a_bound():
 # --- heuristics never beat the optimum ------------------------------------------------------
 
 def test_greedy_and_q_learning_never_beat_optimum():
-    for seed in range(150):
+    for seed in range(60):
         p = _random_small(seed, kmax=5, nmax=3)
         for obj in OBJECTIVES:
             best = _solve_or_none(exhaustive_all, p, obj)
@@ -250,6 +336,75 @@ def test_bad_input_raises_value_error(make, match):
     d, m, l = _ok_parts()
     with pytest.raises(ValueError, match=match):
         make(d, m, l)
+
+
+def _p():
+    return Problem(*_ok_parts())
+
+
+# Each was accepted (or crashed without naming the argument) before: the error must name it.
+@pytest.mark.parametrize("call, match", [
+    (lambda: pipeline_time(_p(), (0, 1), 2.5), "n_microbatches must be a whole number"),
+    (lambda: pipeline_time(_p(), (0, 1), float("nan")), "n_microbatches must be a whole number"),
+    (lambda: pipeline_time(_p(), (0, 1), float("inf")), "n_microbatches must be a whole number"),
+    (lambda: pipeline_time(_p(), (0, 1), 0), "n_microbatches must be >= 1"),
+    (lambda: pipeline_time(_p(), (0, 1), "4"), "n_microbatches must be an integer"),
+    (lambda: cost(_p(), (0.7, 1.9), "latency"), r"assignment\[0\] must be a whole number"),
+    (lambda: cost(_p(), (0, float("nan")), "latency"), r"assignment\[1\] must be a whole number"),
+    (lambda: cost(_p(), "01", "latency"), "sequence of device indices"),
+    (lambda: cost(_p(), (0, 1), None), "objective must be one of"),
+    (lambda: chain_dp(_p(), "latency", order=[0.5, 1]), r"order\[0\] must be a whole number"),
+    (lambda: chain_dp(_p(), "latency", order=[1, 1]), "distinct device indices"),
+    (lambda: milp_assign(_p(), "latency", time_limit=-1), "time_limit must be > 0"),
+    (lambda: milp_assign(_p(), "latency", time_limit=float("nan")), "time_limit .* must be finite"),
+    (lambda: milp_assign(_p(), "latency", time_limit="10"), "time_limit .* must be a number"),
+    (lambda: milp_assign(_p(), "latency", mip_rel_gap=2.0), "mip_rel_gap must lie in"),
+    (lambda: milp_assign(_p(), "latency", incumbent="best"), "incumbent must be"),
+    (lambda: milp_assign(_p(), "latency", incumbent=(0, 0.5)), r"assignment\[1\]"),
+    (lambda: random_problem(2.5, 2, 0), r"random_problem: k \(modules\) must be a whole number"),
+    (lambda: random_problem(3, 0, 0), r"random_problem: n \(devices\) must be >= 1"),
+    (lambda: random_problem(3, 2, 0.5), "random_problem: seed"),
+    (lambda: random_problem(3, 2, 0, skip_prob=2.0), r"skip_prob \(a probability\) must lie in \[0, 1\]"),
+    (lambda: random_problem(3, 2, 0, memory_slack=float("inf")), "memory_slack must be finite"),
+    (lambda: q_learning(_p(), "latency", lr=float("nan")), r"lr \(learning rate\) must be finite"),
+    (lambda: q_learning(_p(), "latency", lr=0.0), r"lr \(learning rate\) must lie in \(0, 1\]"),
+    (lambda: q_learning(_p(), "latency", episodes=2.5), "q_learning: episodes must be a whole number"),
+    (lambda: q_learning(_p(), "latency", epsilon_start=1.5), "epsilon_start"),
+    (lambda: q_learning(_p(), "latency", seed=-1), "q_learning: seed must be >= 0"),
+    (lambda: comm_time(_p(), -5.0, 0, 1), "nbytes must be >= 0"),
+    (lambda: comm_time(_p(), float("nan"), 0, 1), "nbytes must be finite"),
+    (lambda: comm_time(_p(), 5.0, 0, 2), "not both in 0..1"),
+    (lambda: Device("z", "1e14", 1e9), r"speed \[FLOP/s\] must be a number"),
+    (lambda: Device("z", None, 1e9), r"speed \[FLOP/s\] must be a number"),
+    (lambda: Device("z", float("inf"), 1e9), "speed .* must be finite"),
+    (lambda: Device("z", 1e14, True), "memory .* must be a number"),
+    (lambda: Module("z", float("nan"), 1.0), "work must be finite"),
+    (lambda: Module("z", 1.0, "4e9"), "param_bytes must be a number"),
+    (lambda: Links(np.full((2, 2), "1e10"), np.zeros((2, 2))), "bandwidth must be numbers"),
+    (lambda: Links.uniform(2.5, 1e10), r"n \(devices\) must be a whole number"),
+    (lambda: Problem(*_ok_parts(), {(0.5, 1): 1.0}), r"extra_traffic key \(0.5, 1\): sender j"),
+    (lambda: Problem(*_ok_parts(), {(0, 1, 2): 1.0}), "must be a pair"),
+    (lambda: Problem(*_ok_parts(), {(1, 0): -1.0}), r"extra_traffic\[1, 0\] must be >= 0"),
+    (lambda: Problem(_ok_parts()[0], ("layer",), _ok_parts()[2]), r"modules\[0\] is a str, not a Module"),
+    (lambda: Problem(_ok_parts()[0], _ok_parts()[1], np.ones((2, 2))), "not a Links"),
+    (lambda: flow_shop([1.0, 2.0], 2.5), "flow_shop: n_microbatches must be a whole number"),
+    (lambda: flow_shop([1.0, float("nan")], 2), r"stage_times\[1\] must be finite"),
+    (lambda: stress_problem("huge", 3, 2, 0), "kind must be one of"),
+])
+def test_bad_arguments_are_named_in_the_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_values_are_stored_as_floats_and_messages_read_well():
+    d = Device("a", np.int64(10), 5)
+    assert type(d.speed) is float and type(d.memory) is float
+    assert cost(_p(), (1.0, 0), "latency") == cost(_p(), (1, 0), "latency")  # 1.0 is an index
+    devs = (Device("a", 1.0, 5.0), Device("b", 1.0, 5.0))
+    p = Problem(devs, tuple(Module(f"m{j}", 1.0, 4.0) for j in range(3)), Links.uniform(2, 1.0))
+    with pytest.raises(InfeasibleError) as err:
+        milp_assign(p, "latency")
+    assert "  " not in str(err.value) and str(err.value).startswith("no assignment")
 
 
 def test_infeasible_memory_raises_for_exact_solvers_only():

@@ -8,7 +8,7 @@
     chain_dp.py    exact DP for pipeline stages of a layer chain, O(k^2 n^2)
     milp.py        exact MILP for general assignments (scipy.optimize.milp / HiGHS)
     qlearning.py   tabular Q-learning, the seed's RL, measured against the optimum
-    generate.py    seeded random instances and the seed's worked example
+    generate.py    seeded random instances, 13 stress kinds (stress_problem), the seed's example
     calibrate.py   this machine measured: GPT layer times and memory, gloo link alpha/beta
     plot.py        pictures: placement and the pipeline's flow-shop timeline
     bench.py       `python -m course_lib.allocation.bench`: timings and optimality gaps
@@ -18,7 +18,7 @@ from .chain_dp import chain_dp
 from .cost import (OBJECTIVES, Objective, comm_time, compute_time, cost, device_load, is_feasible,
                    latency, memory_use, pipeline_time, send_time, stages, time_per_microbatch)
 from .exhaustive import exhaustive_all, exhaustive_contiguous
-from .generate import random_problem, seed_example
+from .generate import KINDS, random_problem, seed_example, stress_problem
 from .greedy import greedy_seed
 from .milp import milp_assign
 from .problem import Device, Links, Module, Problem
@@ -31,5 +31,5 @@ __all__ = [
     "latency", "time_per_microbatch", "cost", "stages", "pipeline_time",
     "Solution", "InfeasibleError",
     "exhaustive_all", "exhaustive_contiguous", "greedy_seed", "chain_dp", "milp_assign", "q_learning",
-    "random_problem", "seed_example",
+    "random_problem", "seed_example", "stress_problem", "KINDS",
 ]

@@ -32,7 +32,7 @@ import torch
 from course_lib import alpha_beta
 from course_lib.model import GPT
 
-from .problem import Device, Links, Module, Problem
+from .problem import Device, Links, Module, Problem, check_int, check_number
 
 BYTES_PER_PARAM = 16  # fp32 weight + grad + AdamW exp_avg + exp_avg_sq
 
@@ -92,8 +92,9 @@ def _time_fwd_bwd(fn, make_input, repeats: int) -> float:
 def profile_gpt(model: GPT, batch_size: int = 8, repeats: int = 5, seed: int = 0) -> list[LayerProfile]:
     """Measure every module of `model` (embed, blocks 0..L-1, head with loss) on a
     (batch_size, block_size) batch: fwd+bwd time (median of `repeats`), FLOP, bytes."""
-    if batch_size < 1 or repeats < 1:
-        raise ValueError(f"batch_size and repeats must be >= 1, got {batch_size}, {repeats}")
+    batch_size = check_int(batch_size, "profile_gpt: batch_size", 1)
+    repeats = check_int(repeats, "profile_gpt: repeats", 1)
+    seed = check_int(seed, "profile_gpt: seed", 0)
     cfg = model.config
     B, T, C = batch_size, cfg.block_size, cfg.n_embd
     g = torch.Generator().manual_seed(seed)
@@ -151,6 +152,9 @@ def gpt_problem(profile: list[LayerProfile], devices: list[Device], alpha: float
     same bytes of gradient back: a training micro-batch crosses every cut twice)."""
     if not profile:
         raise ValueError("profile is empty; run profile_gpt(model) first")
+    alpha = check_number(alpha, "gpt_problem: alpha [s]", "the fitted link latency, >= 0")
+    if isinstance(bandwidth, (str, bytes)) or bandwidth is None:
+        raise ValueError(f"gpt_problem: bandwidth must be a number [bytes/s], got {bandwidth!r}")
     factor = 2 if backward else 1
     modules = [Module(p.name, p.flop, p.param_bytes, p.act_bytes, factor * p.out_bytes) for p in profile]
     return Problem(tuple(devices), tuple(modules), Links.uniform(len(devices), bandwidth, alpha))

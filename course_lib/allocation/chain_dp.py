@@ -31,8 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .cost import Objective, check_objective, cost, fits
-from .problem import Problem
+from .cost import MEMORY_RTOL, Objective, check_objective, cost, fits
+from .problem import Problem, check_int
 from .solution import InfeasibleError, Solution, no_fit_message
 
 
@@ -45,7 +45,10 @@ def chain_dp(problem: Problem, objective: Objective, order: Sequence[int] | None
     if not problem.is_chain:
         raise ValueError("chain_dp needs a layer chain, but the problem has extra_traffic between "
                          "non-consecutive modules; use milp_assign for general traffic")
-    order = list(range(problem.n)) if order is None else [int(d) for d in order]
+    if order is not None and (isinstance(order, (str, bytes)) or not hasattr(order, "__iter__")):
+        raise ValueError(f"order must be a sequence of device indices, got {order!r}")
+    order = (list(range(problem.n)) if order is None
+             else [check_int(d, f"order[{i}]", 0, "list device indices") for i, d in enumerate(order)])
     if not order or len(set(order)) != len(order) or not all(0 <= d < problem.n for d in order):
         raise ValueError(f"order must list distinct device indices in 0..{problem.n - 1}, got {order}")
     t0 = time.perf_counter()
@@ -62,29 +65,50 @@ def chain_dp(problem: Problem, objective: Objective, order: Sequence[int] | None
         b = problem.T[j - 1, j]
         comm[j][later] = (alpha + b / B)[later] if b > 0 else 0.0
 
-    combine = np.add if objective == "latency" else np.maximum
+    # Blocks that fit on the largest device end before j_hi[i]: U is non-decreasing, so a
+    # binary search finds it (+1 absorbs rounding; `fits` below is the exact test). With
+    # memory binding, blocks hold a few dozen layers, and the O(k^2) pairs (i, j) shrink to
+    # O(k * longest block).
+    reach = M.max() * (1 + MEMORY_RTOL)
+    j_hi = np.minimum(np.searchsorted(U, U + reach, side="right") + 1, k)
+    latency = objective == "latency"
+    # Latency: min_e [C + comm_j(d, e) + R(j, e)] = C + G(j, d) with G(j, d) = min_e [comm_j(d, e)
+    # + R(j, e)], which does not depend on where the block starts: one O(n^2) min per cut j
+    # instead of one per (i, j). (For the max of the bottleneck this does not factor out.)
+    G = np.full((k + 1, n), np.inf)
+    G_e = np.full((k + 1, n), -1)
     R = np.full((k + 1, n), np.inf)
     next_j = np.zeros((k, n), dtype=int)
     next_e = np.full((k, n), -1)
     rows = np.arange(n)
     for i in range(k - 1, -1, -1):
-        js = np.arange(i + 1, k + 1)                        # block ends j = i+1..k
+        if latency and i + 1 < k:                           # R(i+1, .) is final now
+            via = comm[i + 1] + R[i + 1][None, :]           # (d, e)
+            G_e[i + 1] = via.argmin(axis=1)
+            G[i + 1] = via[rows, G_e[i + 1]]
+        js = np.arange(i + 1, j_hi[i] + 1)                  # block ends j = i+1..j_hi
         C = (W[js] - W[i])[None, :] / s[:, None]            # (n, J) compute of [i, j) on d
         ok = fits((U[js] - U[i])[None, :], M[:, None])      # (n, J) block fits on d
+        jc = js[js < k]                                     # ends followed by another block
         value = np.empty_like(C)
-        value[:, -1] = C[:, -1]                             # j = k: last block, sends nothing
-        if i + 1 < k:
-            jc = js[:-1]
-            tot = combine(C[:, :-1].T[:, :, None] + comm[jc], R[jc][:, None, :])  # (J-1, d, e)
-            e_best = tot.argmin(axis=2)                                           # (J-1, d)
-            value[:, :-1] = np.take_along_axis(tot, e_best[:, :, None], axis=2)[:, :, 0].T
+        if latency:
+            e_best = G_e[jc]                                                      # (Jc, d)
+            value[:, :len(jc)] = C[:, :len(jc)] + G[jc].T
+        else:
+            tot = C[:, :len(jc)].T[:, :, None] + comm[jc]                                # (Jc, d, e)
+            np.maximum(tot, R[jc][:, None, :], out=tot)
+            value[:, :len(jc)] = tot.min(axis=2).T
+        if len(jc) < len(js):
+            value[:, -1] = C[:, -1]                         # j = k: last block, sends nothing
         value[~ok] = np.inf
         jb = value.argmin(axis=1)
         R[i] = value[rows, jb]
         next_j[i] = js[jb]
-        if i + 1 < k:
-            last = jb == len(js) - 1
-            next_e[i] = np.where(last, -1, e_best[np.minimum(jb, len(js) - 2), rows])
+        if len(jc):
+            jj = np.minimum(jb, len(jc) - 1)
+            # The best next device only for the chosen block ends (an argmin over e per d).
+            e_at = e_best[jj, rows] if latency else tot[jj, rows, :].argmin(axis=1)
+            next_e[i] = np.where(js[jb] < k, e_at, -1)
 
     d = int(R[0].argmin())
     if not np.isfinite(R[0, d]):

@@ -29,26 +29,16 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .problem import Problem
+from .problem import MEMORY_RTOL, Problem, check_int, check_number, fits  # noqa: F401 (re-exported)
 
 Objective = Literal["latency", "bottleneck"]
 OBJECTIVES: tuple[Objective, ...] = ("latency", "bottleneck")
 
-# Memory comparisons tolerate a relative 1e-9 so that prefix-sum differences (chain DP),
-# direct sums (exhaustive) and rounded MILP solutions agree on what "fits" means.
-MEMORY_RTOL = 1e-9
-
-
 def check_objective(objective: str) -> Objective:
-    if objective not in OBJECTIVES:
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}: 'latency' is "
                          "the time of one input, 'bottleneck' the pipeline time per micro-batch")
     return objective  # type: ignore[return-value]
-
-
-def fits(used: float | np.ndarray, capacity: float | np.ndarray) -> bool | np.ndarray:
-    """used <= M (1 + 1e-9): memory feasibility with a tolerance for floating-point sums."""
-    return used <= capacity * (1.0 + MEMORY_RTOL)
 
 
 def comm_time(problem: Problem, nbytes: float, d: int, e: int) -> float:
@@ -57,7 +47,15 @@ def comm_time(problem: Problem, nbytes: float, d: int, e: int) -> float:
     The alpha-beta (latency-bandwidth) model of Hockney 1994, "The communication challenge
     for MPP", Parallel Computing 20(3). A zero-byte message is no message at all.
     """
-    if d == e or nbytes <= 0:
+    nbytes = check_number(nbytes, "comm_time: nbytes", "give the message size in bytes")
+    if nbytes < 0:
+        raise ValueError(f"comm_time: nbytes must be >= 0, got {nbytes!r}; a message cannot have "
+                         "negative size")
+    d = check_int(d, "comm_time: sender device d", 0)
+    e = check_int(e, "comm_time: receiver device e", 0)
+    if d >= problem.n or e >= problem.n:
+        raise ValueError(f"comm_time: devices ({d}, {e}) are not both in 0..{problem.n - 1}")
+    if d == e or nbytes == 0:
         return 0.0
     return float(problem.alpha[d, e] + nbytes / problem.B[d, e])
 
@@ -142,8 +140,8 @@ def pipeline_time(problem: Problem, x: Sequence[int], n_microbatches: int) -> fl
     holds one contiguous block of modules (a real pipeline); raises ValueError otherwise.
     """
     x = problem.check_assignment(x)
-    if n_microbatches < 1:
-        raise ValueError(f"n_microbatches must be >= 1, got {n_microbatches}")
+    n_microbatches = check_int(n_microbatches, "pipeline_time: n_microbatches", 1,
+                               "give how many micro-batches go through, e.g. 8")
     if not problem.is_chain:
         raise ValueError("pipeline_time needs chain traffic (no extra_traffic)")
     runs = stages(x)

@@ -23,19 +23,23 @@ imply the textbook y >= x_jd + x_le - 1, y <= x_jd, y <= x_le (Glover & Woolsey 
 LP relaxation is never weaker (on random 12 x 4 chains it is 1-2 % tighter).
 Placement by integer programming of this kind: Tarnawski et al., NeurIPS 2020.
 
-The general problem is NP-hard (with no traffic and the bottleneck objective it is makespan
-on unrelated machines, Lenstra, Shmoys & Tardos 1990), so the solve time can grow
-exponentially; HiGHS (Huangfu & Hall 2018) via `scipy.optimize.milp` handles tens of modules.
-Measured on 2 cores (`./course bench allocation`): 24 modules x 6 devices take 1.5 s (median)
-for the latency, but the bottleneck is far harder: no instance proved optimal within 10 s
-(the incumbent within 9 % of HiGHS's bound), 30-120 s without a limit. Its LP relaxation
-spreads every module fractionally over all devices, which makes every message "stay on the
-same device" and the max of the loads an average: the bound ignores communication entirely.
+The general problem is NP-hard: with equal speeds, no traffic and the bottleneck objective
+it is makespan on identical machines (P||Cmax, NP-hard, Garey & Johnson 1979), a special
+case, so any exact method for ours solves P||Cmax too. (One speed per device makes it
+uniformly related machines, Q||Cmax, itself a special case of unrelated machines, R||Cmax,
+Lenstra, Shmoys & Tardos 1990: that inclusion gives approximation results, not hardness.)
+The solve time can therefore grow exponentially; HiGHS (Huangfu & Hall 2018) via
+`scipy.optimize.milp` handles tens of modules. The bottleneck is the harder objective: its
+LP relaxation spreads every module fractionally over all devices, which makes every message
+"stay on the same device" and the max of the loads an average, so the bound ignores
+communication. `milp_assign` below explains what keeps the answers exact on any scale.
 """
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -43,15 +47,71 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from .chain_dp import chain_dp
-from .cost import Objective, check_objective, cost, is_feasible
+from .cost import Objective, check_objective, cost, fits, memory_use
 from .greedy import greedy_seed
-from .problem import Problem
+from .problem import Problem, check_number
 from .solution import InfeasibleError, Solution, no_fit_message
+
+# A MILP optimum is accepted only if the cost model, re-evaluated on its assignment, agrees
+# with the value HiGHS reports to this relative tolerance (else HiGHS's tolerances were hit).
+# HiGHS lets a row be violated by 1e-6 (its MIP feasibility tolerance; tightening it makes
+# HiGHS print debug lines), so tau may undercut a load by 1e-6 U, i.e. 2e-6 of an optimum >= U/2.
+AGREE_RTOL = 1e-5
+# HiGHS sees memory rows 1e-6 more lenient than `fits` (1e-9), far above its own tolerances,
+# so it never refuses a group that fits; a group it accepts that `fits` refuses is cut off
+# afterwards (_memory_cuts) and the solve repeated.
+LENIENT = 1e-6
+
+
+def _improve(problem: Problem, x: tuple[int, ...], objective: Objective) -> tuple[int, ...]:
+    """Local search: move one module to another device, or swap the devices of two modules,
+    while that lowers the cost (for the bottleneck: the max load, ties broken by the total).
+
+    Loads are recomputed with numpy on arrays, without the argument checks of `cost`, since
+    this runs thousands of times on assignments that are valid by construction.
+    """
+    k, n = problem.k, problem.n
+    ej = np.array([j for j, _, _ in problem.edges], dtype=int)
+    el = np.array([l for _, l, _ in problem.edges], dtype=int)
+    eb = np.array([b for _, _, b in problem.edges], dtype=float)
+
+    def score(y: np.ndarray) -> tuple[float, float]:
+        if not np.all(fits(np.bincount(y, problem.m, n), problem.M)):
+            return (math.inf, math.inf)
+        load = np.bincount(y, problem.w, n) / problem.s
+        if len(ej):
+            d, e = y[ej], y[el]
+            cut = d != e
+            load += np.bincount(d[cut], problem.alpha[d[cut], e[cut]] + eb[cut] / problem.B[d[cut], e[cut]], n)
+        total = float(load.sum())
+        return (total, total) if objective == "latency" else (float(load.max()), total)
+
+    best_x = np.array(x)
+    best = score(best_x)
+    for _ in range(50):
+        improved = False
+        for j in range(k):
+            for d in range(n):
+                if d != best_x[j]:
+                    y = best_x.copy(); y[j] = d
+                    sc = score(y)
+                    if sc < best:
+                        best_x, best, improved = y, sc, True
+        for j in range(k):
+            for l in range(j + 1, k):
+                if best_x[j] != best_x[l]:
+                    y = best_x.copy(); y[j], y[l] = best_x[l], best_x[j]
+                    sc = score(y)
+                    if sc < best:
+                        best_x, best, improved = y, sc, True
+        if not improved:
+            break
+    return tuple(int(d) for d in best_x)
 
 
 def _quick_incumbent(problem: Problem, objective: Objective) -> tuple[int, ...] | None:
     """Best of the cheap placements (seed greedy; contiguous DP in the given and in the
-    fastest-first device order), or None if none of them fits."""
+    fastest-first device order), improved by local search; None if none fits."""
     found: list[Solution] = [greedy_seed(problem, objective)]
     if problem.is_chain:
         for order in (None, [int(d) for d in np.argsort(-problem.s, kind="stable")]):
@@ -60,23 +120,215 @@ def _quick_incumbent(problem: Problem, objective: Objective) -> tuple[int, ...] 
             except InfeasibleError:
                 pass
     best = min(found, key=lambda sol: sol.cost)
-    return best.assignment if best.feasible else None
+    return _improve(problem, best.assignment, objective) if best.feasible else None
+
+
+def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | None,
+           cutoff: float | None = None):
+    """scipy's milp with HiGHS's absolute gap switched off, so that optimality is judged only
+    relative to the objective (`mip_rel_gap`), never by an absolute 1e-6 that would swamp
+    small costs, and its LP feasibility tolerance at 1e-9. scipy passes options it does not
+    list to HiGHS verbatim, with a warning we silence.
+
+    With a `cutoff` (the scaled cost of a known placement, plus a hair), HiGHS prunes every
+    node whose bound is above it from the start, and spends less effort on its own primal
+    heuristics (sub-MIPs), since a good placement is already known: scipy's milp cannot
+    hand HiGHS that placement itself, only its value."""
+    options: dict[str, float] = {"mip_rel_gap": rel_gap, "mip_abs_gap": 0.0,
+                                 "primal_feasibility_tolerance": 1e-9}
+    if cutoff is not None:
+        options.update(objective_bound=cutoff, mip_heuristic_effort=0.01)
+    if seconds is not None:
+        options["time_limit"] = max(seconds, 1e-3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
+        return milp(c, integrality=integrality, bounds=Bounds(lb, ub),
+                    constraints=LinearConstraint(A, lo, hi), options=options)
+
+
+class _Rows:
+    """A sparse constraint matrix built row by row: lo <= sum_c A[r, c] v_c <= hi."""
+
+    def __init__(self) -> None:
+        self.r: list[int] = []
+        self.c: list[int] = []
+        self.v: list[float] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
+
+    def add(self, entries: list[tuple[int, float]], lower: float, upper: float) -> None:
+        for col, val in entries:
+            self.r.append(len(self.lo)); self.c.append(col); self.v.append(val)
+        self.lo.append(lower); self.hi.append(upper)
+
+    def matrix(self, nv: int):
+        return coo_array((self.v, (self.r, self.c)), shape=(len(self.lo), nv)).tocsr()
+
+
+def _placement_rows(problem: Problem, rows: _Rows, cuts: list[tuple[int, tuple[int, ...]]]) -> None:
+    """x_jd = variable j * n + d. One device per module, memory, and the memory cuts."""
+    k, n = problem.k, problem.n
+    for j in range(k):
+        rows.add([(j * n + d, 1.0) for d in range(n)], 1.0, 1.0)
+    for d in range(n):  # memory / M_d <= 1 + LENIENT: a group that fits is never refused
+        rows.add([(j * n + d, problem.m[j] / problem.M[d]) for j in range(k)], -np.inf, 1.0 + LENIENT)
+    for d, group in cuts:  # "these modules do not all fit on d together" (see _memory_cuts)
+        rows.add([(j * n + d, 1.0) for j in group], -np.inf, len(group) - 1.0)
+
+
+def _memory_cuts(problem: Problem, x: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
+    """For each device x overfills, the group of modules on it. The memory rows are lenient
+    (LENIENT), so HiGHS can return a group summing to 1 + 1e-7 of M_d that `fits` (1e-9)
+    refuses; the cut sum_{j in group} x_jd <= |group| - 1 removes that group (and only
+    placements that also break the limit), and the solve is repeated."""
+    used = memory_use(problem, x)
+    return [(d, tuple(j for j in range(problem.k) if x[j] == d))
+            for d in range(problem.n) if not fits(used[d], problem.M[d])]
+
+
+def _any_fit(problem: Problem, deadline: float | None) -> tuple[int, ...] | None:
+    """Any assignment that fits in memory (a MILP with no objective), None if the time ran out.
+
+    Raises InfeasibleError if none exists. HiGHS's "infeasible" is trustworthy here: the
+    rows are O(1) and its tolerances only make it more lenient than `fits`.
+    """
+    k, n = problem.k, problem.n
+    cuts: list[tuple[int, tuple[int, ...]]] = []
+    while True:
+        rows = _Rows()
+        _placement_rows(problem, rows, cuts)
+        ub = fits(problem.m[:, None], problem.M[None, :]).ravel().astype(float)
+        left = None if deadline is None else deadline - time.perf_counter()
+        res = _highs(np.zeros(k * n), np.ones(k * n), np.zeros(k * n), ub, rows.matrix(k * n),
+                     rows.lo, rows.hi, 1e-7, left)
+        if res.status == 2:
+            raise InfeasibleError(no_fit_message(problem, ""))
+        if res.x is None:
+            if res.status == 1:
+                return None
+            raise RuntimeError(f"HiGHS failed to find a placement that fits: {res.message}")
+        x = tuple(int(d) for d in res.x.reshape(k, n).argmax(axis=1))
+        new = _memory_cuts(problem, x)
+        if not new:
+            return x
+        cuts += new
 
 
 def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | None = None,
                 mip_rel_gap: float = 1e-7, incumbent: Sequence[int] | None | str = "auto") -> Solution:
     """Exact optimum over all assignments (see the module docstring for the formulation).
 
-    For the bottleneck objective a known feasible assignment with cost U (`incumbent`; "auto"
-    takes the best of greedy and the contiguous DPs, None uses none) adds the rows L_d <= U.
-    They remove no optimal solution (the optimum is <= U), but unlike L_d <= tau their
-    right-hand side is a constant, so HiGHS can derive knapsack cover cuts from them (on our
-    24 x 6 bottleneck instances this cut the time to prove optimality by 15-45 %).
-    `optimal` is False only if `time_limit` stopped HiGHS before it proved optimality (the
-    best known assignment is then returned). Raises InfeasibleError when nothing fits.
+    How it stays exact on any instance the cost model accepts:
+    1. Start from a placement that fits, with cost U: `incumbent` ("auto": the best of greedy
+       and the contiguous DPs, improved by single moves; a sequence: yours; None: any
+       placement that fits, found by a MILP without objective, which also proves
+       infeasibility: InfeasibleError). If U = 0 it is optimal: no cost is negative.
+    2. Divide every time by U, so HiGHS's absolute tolerances (1e-6 and so) are relative
+       to the instance, and drop every placement of a module, or of a message, that alone
+       costs more than U: it cannot be in a solution better than U, and dropping it removes
+       the huge coefficients (a link 1e13 times slower than compute) that break the LP.
+    3. Solve. If the optimum found is below U / 2, solve again with it as U (the scale was too
+       coarse); if it overfills a memory by HiGHS's tolerance, cut that group and solve again.
+    4. `optimal` is True only if HiGHS proved optimality AND the cost model re-evaluated on
+       the answer agrees with HiGHS's value to 1e-5. For the bottleneck, the rows L_d <= U
+       (a constant right-hand side, unlike L_d <= tau) let HiGHS derive knapsack cover cuts.
+
+    `time_limit` [s] bounds the whole call; when it stops HiGHS, the best known assignment
+    comes back with `optimal=False` and `info["lower_bound"]`: the optimum lies in
+    [lower_bound, cost] (0 when HiGHS has no bound yet). A solver failure (HiGHS reporting
+    "infeasible" although a placement fits, or an error) also gives `optimal=False`, with
+    HiGHS's message in `info["message"]`; only a real lack of memory raises InfeasibleError.
     """
     check_objective(objective)
+    if time_limit is not None:
+        time_limit = check_number(time_limit, "milp_assign: time_limit [s]",
+                                  "give a positive number of seconds, or None for no limit")
+        if time_limit <= 0:
+            raise ValueError(f"milp_assign: time_limit must be > 0 seconds, got {time_limit!r}; "
+                             "give a positive number of seconds, or None for no limit")
+    mip_rel_gap = check_number(mip_rel_gap, "milp_assign: mip_rel_gap")
+    if not 0 <= mip_rel_gap < 1:
+        raise ValueError(f"milp_assign: mip_rel_gap must lie in [0, 1), got {mip_rel_gap!r}; "
+                         "1e-7 proves the optimum to 7 digits")
     t0 = time.perf_counter()
+    deadline = None if time_limit is None else t0 + time_limit
+
+    if isinstance(incumbent, str):
+        if incumbent != "auto":
+            raise ValueError(f"incumbent must be 'auto', None or an assignment, got {incumbent!r}")
+        known = _quick_incumbent(problem, objective)
+    elif incumbent is None:
+        known = None
+    else:
+        known = problem.check_assignment(incumbent)
+        if not math.isfinite(cost(problem, known, objective)):
+            raise ValueError(f"incumbent {known} breaks a memory limit; pass a placement that "
+                             "fits, or None / 'auto'")
+    if known is None:
+        known = _any_fit(problem, deadline)
+        if known is None:
+            return Solution(None, math.inf, objective, "milp", False, time.perf_counter() - t0,
+                            {"lower_bound": 0.0, "message": "time limit reached before any "
+                             "placement that fits was found", "solves": 1})
+
+    def result(x: tuple[int, ...], optimal: bool, bound: float, **info) -> Solution:
+        c = cost(problem, x, objective)
+        return Solution(x, c, objective, "milp", optimal, time.perf_counter() - t0,
+                        {"lower_bound": min(bound, c), **info})
+
+    cuts: list[tuple[int, tuple[int, ...]]] = []
+    solves = 0
+    retry_without_cutoff = False
+    while True:
+        U = cost(problem, known, objective)
+        if U == 0.0:
+            return result(known, True, 0.0, solves=solves, message="a placement with cost 0")
+        c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, objective, U, cuts)
+        left = None if deadline is None else deadline - time.perf_counter()
+        if left is not None and left <= 0:
+            return result(known, False, 0.0, solves=solves, message="time limit reached")
+        # The cutoff sits 1e-4 above U: HiGHS prunes nodes within its gap of the cutoff, and
+        # the known placement must stay inside. Should HiGHS still call the model infeasible
+        # (a tolerance artefact: `known` satisfies every row), solve once more without it.
+        res = _highs(c, integrality, lb, ub, A, lo, hi, mip_rel_gap, left,
+                     cutoff=None if retry_without_cutoff else 1 + 1e-4)
+        solves += 1
+        if res.status == 2 and not retry_without_cutoff:
+            retry_without_cutoff = True
+            continue
+        retry_without_cutoff = False
+        bound = (float(res.mip_dual_bound) * U if getattr(res, "mip_dual_bound", None) is not None
+                 and math.isfinite(res.mip_dual_bound) else 0.0)
+        info = {"variables": len(c), "constraints": len(lo), "solves": solves, "scale": U,
+                "message": res.message, "memory_cuts": len(cuts)}
+        if res.x is None:  # HiGHS found nothing better than `known`, or failed
+            if res.status == 2:
+                info["message"] = (f"solver failure: HiGHS reported infeasible, but {known} fits "
+                                   f"(cost {U:.6g}); {res.message}")
+            return result(known, False, bound, **info)
+        x = tuple(int(d) for d in np.round(res.x[:nx]).reshape(problem.k, problem.n).argmax(axis=1))
+        new = _memory_cuts(problem, x)
+        if new:  # x overfills a device by HiGHS's tolerance: cut it off, solve again
+            cuts += new
+            continue
+        cx = cost(problem, x, objective)
+        value = float(res.fun) * U
+        info["milp_value"] = value
+        if cx < U:
+            known = x
+        if res.status == 0 and 0 < cx < U / 2:  # the scale U was too coarse for this optimum
+            continue
+        agree = abs(cx - value) <= AGREE_RTOL * max(cx, value) + 1e-12 * U
+        if res.status == 0 and not agree:
+            info["message"] = (f"solver failure: HiGHS's value {value:.9g} and the cost model's "
+                               f"{cx:.9g} disagree; {res.message}")
+        return result(known, res.status == 0 and agree and cx <= U * (1 + AGREE_RTOL), bound, **info)
+
+
+def _formulation(problem: Problem, objective: Objective, U: float,
+                 cuts: list[tuple[int, tuple[int, ...]]]):
+    """The MILP of the module docstring with times divided by U, and the placements that
+    alone cost more than U removed (their variables fixed to 0 and their costs zeroed)."""
     k, n = problem.k, problem.n
     edges = problem.edges
     E = len(edges)
@@ -86,84 +338,43 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
     X = lambda j, d: j * n + d                                  # noqa: E731
     Y = lambda q, d, e: nx + (q * n + d) * n + e               # noqa: E731
     tau = nx + ny
+    cap = U * (1 + 1e-9)  # keep the incumbent itself, whatever its rounding
 
-    # Times are divided by a scale (all work on the fastest device) so the solver sees O(1)
-    # numbers; its absolute tolerances (1e-6 and so) would otherwise swamp millisecond costs.
-    scale = float(problem.w.sum() / problem.s.max()) or 1.0
-    comp = (problem.w[:, None] / problem.s[None, :]) / scale   # (k, n): w_j / s_d
-    msg = np.zeros((E, n, n))                                  # c_jlde / scale
+    comp = problem.w[:, None] / problem.s[None, :]              # (k, n): w_j / s_d [s]
+    msg = np.zeros((E, n, n))                                   # c_jlde [s], 0 for d = e
     off = ~np.eye(n, dtype=bool)
     for q, (_, _, b) in enumerate(edges):
-        msg[q][off] = ((problem.alpha + b / problem.B) / scale)[off]
+        msg[q][off] = (problem.alpha + b / problem.B)[off]
+    allow_x = fits(problem.m[:, None], problem.M[None, :]) & (comp <= cap)
+    allow_y = np.ones((E, n, n), dtype=bool)
+    for q, (j, l, _) in enumerate(edges):
+        # On d, module j's compute and its message both count in L_d (and in the latency).
+        alone = comp[j][:, None] + msg[q] + (comp[l][None, :] if not bottleneck else 0.0)
+        allow_y[q] = allow_x[j][:, None] & allow_x[l][None, :] & (alone <= cap)
+    comp = np.where(allow_x, comp / U, 0.0)
+    msg = np.where(allow_y, msg / U, 0.0)
 
-    rows: list[int] = []
-    cols: list[int] = []
-    vals: list[float] = []
-    lo: list[float] = []
-    hi: list[float] = []
-
-    def row(entries: list[tuple[int, float]], lower: float, upper: float) -> None:
-        r = len(lo)
-        for c, v in entries:
-            rows.append(r); cols.append(c); vals.append(v)
-        lo.append(lower); hi.append(upper)
-
-    for j in range(k):
-        row([(X(j, d), 1.0) for d in range(n)], 1.0, 1.0)
-    for d in range(n):  # memory, divided by M_d so every row reads "<= 1"
-        row([(X(j, d), problem.m[j] / problem.M[d]) for j in range(k)], -np.inf, 1.0)
+    rows = _Rows()
+    _placement_rows(problem, rows, cuts)
     for q, (j, l, _) in enumerate(edges):
         for d in range(n):
-            row([(Y(q, d, e), 1.0) for e in range(n)] + [(X(j, d), -1.0)], 0.0, 0.0)
+            rows.add([(Y(q, d, e), 1.0) for e in range(n)] + [(X(j, d), -1.0)], 0.0, 0.0)
         for e in range(n):
-            row([(Y(q, d, e), 1.0) for d in range(n)] + [(X(l, e), -1.0)], 0.0, 0.0)
+            rows.add([(Y(q, d, e), 1.0) for d in range(n)] + [(X(l, e), -1.0)], 0.0, 0.0)
 
     c = np.zeros(nv)
+    ub = np.concatenate([allow_x.ravel(), allow_y.ravel()]).astype(float)
     if bottleneck:
         c[tau] = 1.0
+        ub = np.append(ub, cap / U)
         for d in range(n):
-            load = [(X(j, d), comp[j, d]) for j in range(k)]
-            load += [(Y(q, d, e), msg[q, d, e]) for q in range(E) for e in range(n) if e != d]
-            row(load + [(tau, -1.0)], -np.inf, 0.0)
+            load = [(X(j, d), comp[j, d]) for j in range(k) if comp[j, d] > 0]
+            load += [(Y(q, d, e), msg[q, d, e]) for q in range(E) for e in range(n) if msg[q, d, e] > 0]
+            rows.add(load + [(tau, -1.0)], -np.inf, 0.0)
+            rows.add(load, -np.inf, cap / U)
     else:
         c[:nx] = comp.ravel()
         c[nx:nx + ny] = msg.ravel()
-
-    ub = np.ones(nv)
-    ub[:nx] = (problem.m[:, None] <= problem.M[None, :]).ravel()  # fix x_jd = 0 where j cannot fit
-    if bottleneck:
-        ub[tau] = np.inf
-    known: tuple[int, ...] | None = None
-    if bottleneck:
-        known = (_quick_incumbent(problem, objective) if isinstance(incumbent, str)
-                 else None if incumbent is None else problem.check_assignment(incumbent))
-        if known is not None and is_feasible(problem, known):
-            U = cost(problem, known, objective) / scale * (1 + 1e-9)
-            ub[tau] = U
-            for d in range(n):
-                load = [(X(j, d), comp[j, d]) for j in range(k)]
-                load += [(Y(q, d, e), msg[q, d, e]) for q in range(E) for e in range(n) if e != d]
-                row(load, -np.inf, U)
-    A = coo_array((vals, (rows, cols)), shape=(len(lo), nv)).tocsr()
     integrality = np.zeros(nv)
     integrality[:nx] = 1
-    options: dict[str, float] = {"mip_rel_gap": mip_rel_gap}
-    if time_limit is not None:
-        options["time_limit"] = time_limit
-    res = milp(c, integrality=integrality, bounds=Bounds(np.zeros(nv), ub),
-               constraints=LinearConstraint(A, lo, hi), options=options)
-    if res.status == 2:
-        raise InfeasibleError(no_fit_message(problem, ""))
-    if res.x is None and known is None:
-        raise RuntimeError(f"HiGHS returned no solution: {res.message}")
-    x = (known if res.x is None
-         else tuple(int(d) for d in np.round(res.x[:nx]).reshape(k, n).argmax(axis=1)))
-    if not is_feasible(problem, x):  # only if HiGHS's 1e-6 feasibility slack was used
-        raise RuntimeError(f"MILP solution {x} breaks a memory limit by more than the tolerance")
-    return Solution(x, cost(problem, x, objective), objective, "milp", res.status == 0,
-                    time.perf_counter() - t0,
-                    {"milp_value": float(res.fun) * scale if res.x is not None else np.nan, "variables": nv, "constraints": len(lo),
-                     # HiGHS's proven lower bound: when time_limit stops it, the optimum lies in
-                     # [lower_bound, cost], so a non-optimal result still says how far off it can be.
-                     "lower_bound": float(getattr(res, "mip_dual_bound", np.nan)) * scale,
-                     "message": res.message})
+    return c, integrality, np.zeros(nv), ub, rows.matrix(nv), rows.lo, rows.hi, nx

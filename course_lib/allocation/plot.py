@@ -14,12 +14,16 @@ from typing import Sequence
 import numpy as np
 
 from .cost import device_load, stages
-from .problem import Problem
+from .problem import Problem, check_int, check_number
 
 
 def flow_shop(stage_times: Sequence[float], n_microbatches: int) -> np.ndarray:
     """start[i, s] of micro-batch i on stage s (see the module docstring); end = start + t_s."""
-    t = np.asarray(stage_times, float)
+    n_microbatches = check_int(n_microbatches, "flow_shop: n_microbatches", 1, "e.g. 8")
+    t = np.array([check_number(v, f"flow_shop: stage_times[{s}]", "seconds >= 0")
+                  for s, v in enumerate(stage_times)])
+    if np.any(t < 0):
+        raise ValueError(f"flow_shop: stage times must be >= 0 seconds, got {t.tolist()}")
     start = np.zeros((n_microbatches, len(t)))
     end = np.zeros_like(start)
     for i in range(n_microbatches):
@@ -50,6 +54,7 @@ def draw_timeline(problem: Problem, x: Sequence[int], n_microbatches: int, ax, t
     import matplotlib.pyplot as plt
 
     x = problem.check_assignment(x)
+    n_microbatches = check_int(n_microbatches, "draw_timeline: n_microbatches", 1, "e.g. 8")
     runs = stages(x)
     load = device_load(problem, x)
     t = [load[d] for _, _, d in runs]

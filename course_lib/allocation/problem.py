@@ -17,6 +17,7 @@ later as an `inf`, a `nan` or a solver saying "infeasible" with no reason.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Mapping
@@ -24,17 +25,61 @@ from typing import Mapping
 import numpy as np
 
 
-def _positive(value: float, what: str, fix: str) -> float:
+# Memory comparisons tolerate a relative 1e-9 so that prefix-sum differences (chain DP),
+# direct sums (exhaustive) and rounded MILP solutions agree on what "fits" means. Every
+# solver, the cost function and the Problem check below use this one `fits`.
+MEMORY_RTOL = 1e-9
+
+
+def fits(used: float | np.ndarray, capacity: float | np.ndarray) -> bool | np.ndarray:
+    """used <= M (1 + 1e-9): memory feasibility with a tolerance for floating-point sums."""
+    return used <= capacity * (1.0 + MEMORY_RTOL)
+
+
+def check_number(value: object, what: str, fix: str = "") -> float:
+    """`value` as a finite float; ValueError naming `what` for a string, None, bool, nan or inf."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{what} must be a number, got {value!r} ({type(value).__name__})"
+                         + (f"; {fix}" if fix else "; pass a float such as 1.0"))
     value = float(value)
-    if not (value > 0) or math.isnan(value):  # `not (v > 0)` also catches nan
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}" + (f"; {fix}" if fix else ""))
+    return value
+
+
+def check_int(value: object, what: str, minimum: int | None = None, fix: str = "") -> int:
+    """`value` as an int: ints, numpy ints and integral floats (3.0) pass; 2.5, nan, '3', True do not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{what} must be an integer, got {value!r} ({type(value).__name__})"
+                         + (f"; {fix}" if fix else "; pass an int such as 3"))
+    if not (math.isfinite(float(value)) and float(value).is_integer()):
+        raise ValueError(f"{what} must be a whole number, got {value!r}; a count or an index cannot "
+                         "be fractional, nan or infinite" + (f"; {fix}" if fix else ""))
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}" + (f"; {fix}" if fix else ""))
+    return value
+
+
+def check_fraction(value: object, what: str, lo_open: bool = False) -> float:
+    """A probability or rate: a finite number in [0, 1] (in (0, 1] with `lo_open`)."""
+    value = check_number(value, what)
+    if not (0.0 < value <= 1.0 if lo_open else 0.0 <= value <= 1.0):
+        raise ValueError(f"{what} must lie in {'(0, 1]' if lo_open else '[0, 1]'}, got {value!r}")
+    return value
+
+
+def _positive(value: object, what: str, fix: str) -> float:
+    value = check_number(value, what, fix)
+    if not value > 0:
         raise ValueError(f"{what} must be > 0, got {value!r}; {fix}")
     return value
 
 
-def _non_negative(value: float, what: str, fix: str) -> float:
-    value = float(value)
-    if not (value >= 0) or not math.isfinite(value):
-        raise ValueError(f"{what} must be finite and >= 0, got {value!r}; {fix}")
+def _non_negative(value: object, what: str, fix: str) -> float:
+    value = check_number(value, what, fix)
+    if not value >= 0:
+        raise ValueError(f"{what} must be >= 0, got {value!r}; {fix}")
     return value
 
 
@@ -47,15 +92,14 @@ class Device:
     memory: float
 
     def __post_init__(self) -> None:
-        # A zero speed makes w/s infinite; a zero memory device can hold nothing.
-        if not math.isfinite(float(self.speed)):
-            raise ValueError(f"device {self.name!r}: speed must be finite, got {self.speed!r}")
-        _positive(self.speed, f"device {self.name!r}: speed [FLOP/s]",
-                  "give the sustained FLOP/s (e.g. 4e14), or leave the device out")
-        if not math.isfinite(float(self.memory)):
-            raise ValueError(f"device {self.name!r}: memory must be finite, got {self.memory!r}")
-        _positive(self.memory, f"device {self.name!r}: memory [bytes]",
-                  "give the usable bytes (e.g. 80e9), or leave the device out")
+        # A zero speed makes w/s infinite; a zero memory device can hold nothing. Values are
+        # stored as floats, so a speed given as the string '1e14' is refused, not kept as text.
+        object.__setattr__(self, "speed", _positive(
+            self.speed, f"device {self.name!r}: speed [FLOP/s]",
+            "give the sustained FLOP/s as a finite number (e.g. 4e14), or leave the device out"))
+        object.__setattr__(self, "memory", _positive(
+            self.memory, f"device {self.name!r}: memory [bytes]",
+            "give the usable bytes as a finite number (e.g. 80e9), or leave the device out"))
 
 
 @dataclass(frozen=True)
@@ -78,13 +122,23 @@ class Module:
 
     def __post_init__(self) -> None:
         for attr in ("work", "param_bytes", "act_bytes", "out_bytes"):
-            _non_negative(getattr(self, attr), f"module {self.name!r}: {attr}",
-                          "use a measured or estimated non-negative amount")
+            object.__setattr__(self, attr, _non_negative(
+                getattr(self, attr), f"module {self.name!r}: {attr}",
+                "use a measured or estimated finite, non-negative amount"))
 
     @property
     def memory(self) -> float:
         """m_j = p_j + a_j [bytes]."""
         return float(self.param_bytes) + float(self.act_bytes)
+
+
+def _float_matrix(value: object, what: str) -> np.ndarray:
+    """A float copy of `value`; strings, None and other non-numbers are refused, not converted."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{what} must be numbers [{'bytes/s' if what == 'bandwidth' else 's'}], "
+                         f"got {value!r} (dtype {arr.dtype}); build it with np.full((n, n), value)")
+    return np.array(arr, dtype=float)
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,8 +154,7 @@ class Links:
     latency: np.ndarray
 
     def __post_init__(self) -> None:
-        B = np.array(self.bandwidth, dtype=float)
-        A = np.array(self.latency, dtype=float)
+        B, A = _float_matrix(self.bandwidth, "bandwidth"), _float_matrix(self.latency, "latency")
         if B.ndim != 2 or B.shape[0] != B.shape[1]:
             raise ValueError(f"bandwidth must be a square n x n matrix, got shape {B.shape}; "
                              "build it with one row and one column per device")
@@ -133,9 +186,10 @@ class Links:
     @classmethod
     def uniform(cls, n: int, bandwidth: float, latency: float = 0.0) -> "Links":
         """All n(n-1) directed links with the same B and alpha."""
-        if n < 1:
-            raise ValueError(f"need at least one device, got n = {n}")
-        return cls(np.full((n, n), float(bandwidth)), np.full((n, n), float(latency)))
+        n = check_int(n, "Links.uniform: n (devices)", 1)
+        # Values are checked by __init__ (bandwidth > 0, np.inf allowed; latency finite >= 0).
+        return cls(_float_matrix(np.full((n, n), bandwidth), "bandwidth"),
+                   _float_matrix(np.full((n, n), latency), "latency"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,23 +215,38 @@ class Problem:
             raise ValueError("the device list is empty; give at least one Device")
         if k == 0:
             raise ValueError("the module list is empty; give at least one Module")
+        for what, items, cls in (("devices", self.devices, Device), ("modules", self.modules, Module)):
+            for i, item in enumerate(items):
+                if not isinstance(item, cls):
+                    raise ValueError(f"{what}[{i}] is a {type(item).__name__}, not a {cls.__name__}; "
+                                     f"build it with {cls.__name__}(...)")
+        if not isinstance(self.links, Links):
+            raise ValueError(f"links is a {type(self.links).__name__}, not a Links; "
+                             "build it with Links(bandwidth, latency) or Links.uniform(n, B, alpha)")
         if self.links.n != n:
             raise ValueError(f"links are {self.links.n} x {self.links.n} but there are {n} devices; "
                              "the bandwidth/latency matrices need one row and column per device")
         biggest = max(self.devices, key=lambda dev: dev.memory)
         for j, mod in enumerate(self.modules):
-            if mod.memory > biggest.memory:
+            if not fits(mod.memory, biggest.memory):
                 raise ValueError(
                     f"module {j} ({mod.name!r}) needs {mod.memory:.4g} bytes but the largest device "
                     f"({biggest.name!r}) has {biggest.memory:.4g}; split the module (e.g. tensor "
                     "parallelism), shrink it (activation checkpointing, lower precision) or add a "
                     "device with more memory")
-        for (j, l), b in self.extra_traffic.items():
-            if not (0 <= j < k and 0 <= l < k):
-                raise ValueError(f"extra_traffic key ({j}, {l}) is out of range for {k} modules")
+        traffic = {}
+        for key, b in self.extra_traffic.items():
+            if not (isinstance(key, tuple) and len(key) == 2):
+                raise ValueError(f"extra_traffic key {key!r} must be a pair (j, l) of module indices")
+            j = check_int(key[0], f"extra_traffic key {key!r}: sender j", 0)
+            l = check_int(key[1], f"extra_traffic key {key!r}: receiver l", 0)
+            if not (j < k and l < k):
+                raise ValueError(f"extra_traffic key ({j}, {l}) is out of range for {k} modules "
+                                 f"(indices 0..{k - 1})")
             if j == l:
                 raise ValueError(f"extra_traffic ({j}, {l}) is a self-loop; a module does not send to itself")
-            _non_negative(b, f"extra_traffic[{j}, {l}]", "give bytes per input")
+            traffic[j, l] = _non_negative(b, f"extra_traffic[{j}, {l}]", "give bytes per input")
+        object.__setattr__(self, "extra_traffic", traffic)
 
     # Arrays named as in the math. cached_property writes to __dict__ directly, so it works
     # on a frozen dataclass, and the arrays are built once per problem.
@@ -236,8 +305,16 @@ class Problem:
         return all(l == j + 1 for j, l, _ in self.edges)
 
     def check_assignment(self, x: "np.ndarray | list[int] | tuple[int, ...]") -> tuple[int, ...]:
-        """Validate an assignment x (one device index per module) and return it as a tuple."""
-        x = tuple(int(d) for d in x)
+        """Validate an assignment x (one device index per module) and return it as a tuple.
+
+        Entries must be whole numbers (1 and 1.0 pass; 0.7, nan and '1' do not): a fractional
+        device index is a mistake to report, not a number to truncate.
+        """
+        if isinstance(x, (str, bytes)) or not hasattr(x, "__len__"):
+            raise ValueError(f"assignment must be a sequence of device indices, got {x!r}; "
+                             "give one device index per module, e.g. (0, 0, 1)")
+        x = tuple(check_int(d, f"assignment[{j}]", fix=f"use a device index in 0..{self.n - 1}")
+                  for j, d in enumerate(x))
         if len(x) != self.k:
             raise ValueError(f"assignment has {len(x)} entries but there are {self.k} modules; "
                              "give one device index per module")

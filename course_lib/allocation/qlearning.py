@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from .cost import Objective, check_objective, comm_time, cost, fits, time_per_microbatch
-from .problem import Problem
+from .problem import Problem, check_fraction, check_int
 from .solution import Solution
 
 
@@ -38,8 +38,11 @@ def q_learning(problem: Problem, objective: Objective, *, episodes: int = 2000, 
     `info["best_seen"]` is the best cost met while exploring, for comparison only.
     """
     check_objective(objective)
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    episodes = check_int(episodes, "q_learning: episodes", 1, "give a whole number of episodes, e.g. 2000")
+    lr = check_fraction(lr, "q_learning: lr (learning rate)", lo_open=True)
+    epsilon_start = check_fraction(epsilon_start, "q_learning: epsilon_start (exploration probability)")
+    epsilon_end = check_fraction(epsilon_end, "q_learning: epsilon_end (exploration probability)")
+    seed = check_int(seed, "q_learning: seed", 0)
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     k, n = problem.k, problem.n

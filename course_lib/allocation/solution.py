@@ -47,6 +47,7 @@ class Solution:
 
 
 def no_fit_message(problem: Any, where: str) -> str:
-    return (f"no {where} assignment of the {problem.k} modules fits in the devices' memory "
+    where = f"{where} " if where else ""
+    return (f"no {where}assignment of the {problem.k} modules fits in the devices' memory "
             f"(modules need {problem.m.sum():.4g} bytes in total, devices have {problem.M.sum():.4g}); "
             "add devices or memory, or shrink the modules (activation checkpointing, sharding)")
