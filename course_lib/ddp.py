@@ -102,16 +102,22 @@ class BucketedDDP(nn.Module):
     ``torch.nn.parallel.DistributedDataParallel`` (one process per rank), not of
     ``torch.nn.DataParallel`` (one process, threads, one replica per GPU): both are data
     parallelism, neither is model parallelism.
+
+    ``compressor`` (chapter 7): an object with ``reduce(tensor, key) -> mean estimate``, e.g.
+    ``course_lib.compression.TopK(0.01)``; each bucket then goes through it (synchronously,
+    from the same hook) instead of the fp32 all-reduce. A bucket of one parameter is passed
+    in that parameter's shape (PowerSGD compresses matrices), a larger one as a flat vector.
     """
 
     def __init__(self, module: nn.Module, bucket_cap_bytes: int = DEFAULT_BUCKET_CAP_BYTES,
-                 overlap: bool = True, broadcast: bool = True) -> None:
+                 overlap: bool = True, broadcast: bool = True, compressor=None) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
             raise TypeError(f"BucketedDDP wraps an nn.Module, got {type(module).__name__}")
         self.module = module
         self.world_size = comm.get_world_size()
         self.overlap = overlap
+        self.compressor = compressor
         self.sync = True
         if broadcast:
             broadcast_parameters(module)
@@ -173,6 +179,11 @@ class BucketedDDP(nn.Module):
         bucket = self.buckets[b]
         bucket.t_launch = time.perf_counter()
         bucket.t_done = []
+        if self.compressor is not None:  # chapter 7: the compressor communicates and averages
+            one = bucket.buffer.view_as(bucket.params[0]) if len(bucket.params) == 1 else bucket.buffer
+            bucket.buffer.copy_(self.compressor.reduce(one, key=b).reshape(-1))
+            bucket.t_done.append(time.perf_counter())
+            return
         bucket.work = comm.all_reduce(bucket.buffer, async_op=True)
         bucket.work.get_future().then(lambda _f, done=bucket.t_done: done.append(time.perf_counter()))
 
@@ -189,9 +200,10 @@ class BucketedDDP(nn.Module):
             self._launch(self._next)
             self._next += 1
         for b, bucket in enumerate(self.buckets):
-            bucket.work.wait()
-            # Sum over ranks / p = the mean gradient: the full-batch gradient for equal shards.
-            bucket.buffer.div_(self.world_size)
+            if self.compressor is None:
+                bucket.work.wait()
+                # Sum over ranks / p = the mean gradient: the full-batch gradient for equal shards.
+                bucket.buffer.div_(self.world_size)
             for p, off in zip(bucket.params, bucket.offsets):
                 if p.grad is None:
                     p.grad = torch.empty_like(p)

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "ddp": ("course_lib.bench.ddp", "chapter 4: course DDP vs torch DDP step time, overlap gain, ZeRO memory"),
     "tp": ("course_lib.bench.tp", "chapter 5: tensor-parallel GPT step time vs prediction, bytes, memory per rank"),
     "pp": ("course_lib.bench.pp", "chapter 6: pipeline schedules: measured vs theoretical bubble, memory, step time"),
+    "compression": ("course_lib.bench.compression", "chapter 7: compressed all-reduce: bytes, ratio, loss, modelled time-to-loss"),
 }
 
 

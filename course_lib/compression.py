@@ -1,0 +1,528 @@
+"""Compressed all-reduce: send fewer bytes than the gradient, and still train (chapter 7).
+
+Every compressor answers one question, on every rank, for one tensor ``g_r`` per rank:
+
+    reduce(g_r)  ~=  (1/p) sum_r g_r          (sign methods: a direction, not a mean)
+
+and does its communication through :mod:`course_lib.comm`, so the bytes are counted. Each
+also states its :meth:`Compressor.plan`: the collectives it calls and their input sizes. The
+tests assert that the counters equal the plan, byte for byte; the plan also feeds the
+alpha-beta time model (:func:`predict_comm_seconds`).
+
+In teaching order (``n`` elements, ``p`` ranks, bytes this rank hands to its collectives):
+
+=====================  ==========================================  ========================
+compressor             what crosses the wire                        bytes per rank
+=====================  ==========================================  ========================
+:class:`AllReduce`     fp32 all-reduce (the baseline)               4n
+:class:`HalfPrecision` fp16 / bf16 all-reduce                       2n
+:class:`QSGD`          int8 levels + fp32 norm, all-gathered        n + 4
+:class:`SignMajority`  1 bit per element, packed, all-gathered      ceil(n/8)
+:class:`EFSign`        packed signs + fp32 scale, all-gathered      ceil(n/8) + 4
+:class:`RandomK`       k shared coordinates, all-reduced            4k
+:class:`TopK`          k values + k int32 indices, all-gathered     8k
+:class:`PowerSGD`      P (m x r) and Q (n x r), all-reduced         4r(m + n)
+=====================  ==========================================  ========================
+
+An all-gather's result grows with p: every rank *receives* (p-1) times its input, whereas a
+ring all-reduce receives about 2x its input whatever p (``collectives="ring"`` runs both on
+chapter 3's ring so the point-to-point counters show it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Hashable
+
+import torch
+
+from course_lib import comm
+from course_lib.alpha_beta import AlphaBeta, predict
+from course_lib.collectives import ring_all_gather, ring_all_reduce, ring_bytes_sent
+
+
+@dataclass(frozen=True)
+class Message:
+    """One collective a compressor calls: ``op`` ("all_reduce" or "all_gather") on this
+    rank's input of ``numel`` elements of ``element_size`` bytes."""
+
+    op: str
+    numel: int
+    element_size: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.element_size
+
+
+class Compressor:
+    """Base class: ``reduce(g, key)`` returns every rank's approximation of the mean of ``g``.
+
+    ``key`` names the tensor (a bucket index, a parameter name) so that compressors with
+    memory (error feedback, PowerSGD's warm start) keep one state per tensor. Every rank
+    must call ``reduce`` on the same keys, in the same order, with tensors of the same shape.
+    ``collectives``: ``"gloo"`` (torch.distributed's own, fast; ``comm`` counts each call's
+    input bytes) or ``"ring"`` (chapter 3's ring from send/recv; ``comm`` counts the exact
+    bytes each rank sends and receives).
+    """
+
+    name = "compressor"
+
+    def __init__(self, collectives: str = "gloo") -> None:
+        if collectives not in ("gloo", "ring"):
+            raise ValueError(f"collectives must be 'gloo' or 'ring', got {collectives!r}")
+        self.collectives = collectives
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        raise NotImplementedError
+
+    def plan(self, shape: tuple[int, ...]) -> list[Message]:
+        """The collectives :meth:`reduce` calls for a tensor of ``shape`` (sizes per rank)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ accounting
+    def payload_bytes(self, shape: tuple[int, ...]) -> int:
+        """Bytes this rank hands to collectives for one tensor: what ``comm`` counts in
+        ``collective_bytes`` with ``collectives="gloo"``."""
+        return sum(m.nbytes for m in self.plan(tuple(shape)))
+
+    def ratio(self, shape: tuple[int, ...]) -> float:
+        """``payload / 4n``: the fraction of an fp32 all-reduce's input this sends."""
+        return self.payload_bytes(shape) / (4 * math.prod(shape))
+
+    def ring_bytes_sent(self, shape: tuple[int, ...], p: int, rank: int) -> int:
+        """Bytes rank ``rank`` sends when the collectives run on chapter 3's ring: an
+        all-reduce of b bytes sends about ``2(p-1)/p b``, an all-gather of b bytes ``(p-1) b``."""
+        total = 0
+        for m in self.plan(tuple(shape)):
+            if m.op == "all_reduce":
+                total += ring_bytes_sent(m.numel, p, rank, m.element_size, "all_reduce")
+            else:
+                total += (p - 1) * m.nbytes
+        return total
+
+    # ------------------------------------------------------------------ communication
+    def _check(self, g: torch.Tensor) -> None:
+        if not isinstance(g, torch.Tensor) or not g.is_floating_point():
+            raise TypeError(f"{self.name}: reduce takes a floating-point tensor (a gradient), got "
+                            f"{type(g).__name__ if not isinstance(g, torch.Tensor) else g.dtype}")
+        if g.numel() == 0:
+            raise ValueError(f"{self.name}: the tensor is empty; pass a gradient with at least one element")
+
+    def _all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.contiguous()
+        if self.collectives == "ring":
+            ring_all_reduce(t)
+        else:
+            comm.all_reduce(t)
+        return t
+
+    def _all_gather(self, t: torch.Tensor) -> torch.Tensor:
+        """``(p, *t.shape)``: row r is rank r's ``t``."""
+        p = comm.get_world_size()
+        t = t.contiguous().reshape(-1)
+        out = torch.zeros(p * t.numel(), dtype=t.dtype)
+        if self.collectives == "ring":
+            r = comm.get_rank()
+            out[r * t.numel():(r + 1) * t.numel()] = t
+            ring_all_gather(out)
+        else:
+            comm.all_gather_into_tensor(out, t)
+        return out.view(p, -1)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# =============================================================================== baseline
+class AllReduce(Compressor):
+    """No compression: ``(1/p) sum_r g_r`` by one fp32 all-reduce of ``4n`` bytes."""
+
+    name = "fp32"
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        return self._all_reduce_sum(g.detach().clone()) / comm.get_world_size()
+
+    def plan(self, shape):
+        return [Message("all_reduce", math.prod(shape), 4)]
+
+
+# =============================================================================== 1. fp16 / bf16
+class HalfPrecision(Compressor):
+    """Cast to 16 bits, all-reduce, cast back: ``2n`` bytes, ratio 1/2.
+
+    Divide by p *before* the cast, as torch's ``fp16_compress_hook`` does: a sum of p fp16
+    gradients can overflow fp16's largest value, 65504; bf16 has fp32's range but only 8
+    bits of mantissa (Micikevicius et al. 2018, "Mixed Precision Training").
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float16, collectives: str = "gloo") -> None:
+        super().__init__(collectives)
+        if dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float16 or torch.bfloat16, got {dtype}")
+        self.dtype = dtype
+        self.name = "fp16" if dtype == torch.float16 else "bf16"
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        h = (g.detach() / comm.get_world_size()).to(self.dtype)
+        return self._all_reduce_sum(h).to(g.dtype)
+
+    def plan(self, shape):
+        return [Message("all_reduce", math.prod(shape), 2)]
+
+
+# =============================================================================== 2. QSGD
+def qsgd_quantize(v: torch.Tensor, levels: int, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """QSGD's stochastic quantiser (Alistarh et al. 2017, NeurIPS, sec. 3.1): ``(norm, q)``.
+
+    ``Q_s(v_i) = ||v||_2 sgn(v_i) xi_i / s`` with ``l = floor(s |v_i| / ||v||)`` and
+    ``xi_i = l + 1`` with probability ``s |v_i| / ||v|| - l``, else ``l``: so ``E[Q_s(v)] = v``
+    (unbiased) and ``E||Q_s(v) - v||^2 <= min(d/s^2, sqrt(d)/s) ||v||^2``. ``q = sgn(v) xi``
+    is an int8 in ``[-s, s]`` (hence ``levels <= 127``).
+    """
+    if not isinstance(levels, int) or not 1 <= levels <= 127:
+        raise ValueError(f"levels must be an int in [1, 127] (int8 on the wire), got {levels!r}")
+    v = v.detach().reshape(-1).float()
+    norm = v.norm()
+    if norm == 0:
+        return norm, torch.zeros(v.numel(), dtype=torch.int8)
+    scaled = v.abs() / norm * levels
+    low = scaled.floor()
+    up = torch.rand(v.numel(), generator=generator) < (scaled - low)
+    return norm, (torch.sign(v) * (low + up)).to(torch.int8)
+
+
+def qsgd_dequantize(norm: torch.Tensor, q: torch.Tensor, levels: int) -> torch.Tensor:
+    """``||v|| q / s``: the value :func:`qsgd_quantize` encoded."""
+    return norm * q.float() / levels
+
+
+class QSGD(Compressor):
+    """Unbiased stochastic quantisation to ``s`` levels; each rank's (int8 levels, fp32 norm)
+    is all-gathered (the norms differ, so the levels cannot be summed on the way) and every
+    rank averages the p decoded vectors. ``n + 4`` bytes per rank."""
+
+    def __init__(self, levels: int = 4, seed: int = 0, collectives: str = "gloo") -> None:
+        super().__init__(collectives)
+        qsgd_quantize(torch.ones(1), levels)  # validates levels
+        self.levels, self.seed = levels, seed
+        self.name = f"qsgd s={levels}"
+        self._gen: torch.Generator | None = None
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        if self._gen is None:  # independent rounding on each rank
+            self._gen = torch.Generator().manual_seed(1000 * self.seed + comm.get_rank())
+        norm, q = qsgd_quantize(g, self.levels, self._gen)
+        n = q.numel()
+        # One message: the n levels, then the norm's 4 bytes reinterpreted as int8.
+        payload = torch.cat([q, norm.reshape(1).float().view(torch.int8)])
+        rows = self._all_gather(payload)
+        norms = rows[:, n:].contiguous().view(torch.float32)  # (p, 1)
+        mean = (norms * rows[:, :n].float()).sum(0) / (self.levels * rows.shape[0])
+        return mean.view_as(g).to(g.dtype)
+
+    def plan(self, shape):
+        return [Message("all_gather", math.prod(shape) + 4, 1)]
+
+
+# =============================================================================== 3. sign + majority vote
+_BIT = 2 ** torch.arange(8, dtype=torch.uint8)  # bit i of a byte has the value 2^i
+
+
+def pack_signs(g: torch.Tensor) -> torch.Tensor:
+    """1 bit per element: bit = 1 where ``g >= 0``; 8 elements per uint8, ``ceil(n/8)`` bytes."""
+    bits = (g.detach().reshape(-1) >= 0).to(torch.uint8)
+    bits = torch.cat([bits, bits.new_zeros(-bits.numel() % 8)])
+    return (bits.view(-1, 8) * _BIT).sum(1, dtype=torch.uint8)
+
+
+def unpack_signs(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_signs`: ``n`` floats, +1 where the bit is set, -1 elsewhere."""
+    bits = (packed.reshape(-1, 1) & _BIT) > 0
+    return bits.reshape(-1)[:n].float() * 2 - 1
+
+
+class SignMajority(Compressor):
+    """signSGD with majority vote (Bernstein et al. 2019, ICLR): ``sign(sum_r sign(g_r))``.
+
+    Each rank all-gathers its packed signs (``ceil(n/8)`` bytes, 1/32 of fp32) and counts
+    the votes itself. Not an all-reduce of signs: partial sums of p signs need
+    ``ceil(log2(2p+1))`` bits. A tie (even p) gives 0. Returns a *direction* (+-1), whose
+    step size the learning rate sets. Biased: see :class:`EFSign`.
+    """
+
+    name = "sign (majority vote)"
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        n = g.numel()
+        rows = self._all_gather(pack_signs(g))
+        votes = sum(unpack_signs(row, n) for row in rows)
+        return torch.sign(votes).view_as(g).to(g.dtype)
+
+    def plan(self, shape):
+        return [Message("all_gather", math.ceil(math.prod(shape) / 8), 1)]
+
+
+# =============================================================================== 4. EF-signSGD
+class EFSign(Compressor):
+    """Scaled sign with error feedback (Karimireddy et al. 2019, ICML, "Error Feedback Fixes
+    SignSGD"), per rank:  ``p = g + e;  C(p) = (||p||_1 / n) sign(p);  e <- p - C(p)``,
+    then the mean of the p ranks' ``C(p_r)``. The residual ``e`` carries what the sign lost
+    into the next step, which removes sign's bias. Wire: packed signs + the fp32 scale,
+    all-gathered, ``ceil(n/8) + 4`` bytes. (Error feedback on the gradient rather than on
+    ``lr * g``: with a constant learning rate the two differ only by that factor.)
+    """
+
+    name = "EF-sign"
+
+    def __init__(self, collectives: str = "gloo") -> None:
+        super().__init__(collectives)
+        self.residual: dict[Hashable, torch.Tensor] = {}
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        n = g.numel()
+        p = g.detach().reshape(-1).float() + self.residual.get(key, 0)
+        scale = p.abs().mean()
+        self.residual[key] = p - scale * torch.where(p >= 0, 1.0, -1.0)
+        payload = torch.cat([pack_signs(p), scale.reshape(1).view(torch.uint8)])
+        rows = self._all_gather(payload)
+        m = payload.numel() - 4
+        scales = rows[:, m:].contiguous().view(torch.float32)  # (p, 1)
+        signs = torch.stack([unpack_signs(row[:m], n) for row in rows])
+        return (scales * signs).mean(0).view_as(g).to(g.dtype)
+
+    def plan(self, shape):
+        return [Message("all_gather", math.ceil(math.prod(shape) / 8) + 4, 1)]
+
+
+# =============================================================================== 5. random-K
+def _k_of(ratio: float, n: int) -> int:
+    return max(1, int(ratio * n))
+
+
+class RandomK(Compressor):
+    """k = ``max(1, int(ratio n))`` coordinates drawn from a generator with the *same* seed
+    on every rank, so no index travels: one all-reduce of ``4k`` bytes (Stich et al. 2018).
+    With ``error_feedback`` the unsent coordinates wait in a residual; without it the kept
+    ones are scaled by ``n/k`` so that the estimate is unbiased (at a large variance)."""
+
+    def __init__(self, ratio: float = 0.01, error_feedback: bool = True, seed: int = 0,
+                 collectives: str = "gloo") -> None:
+        super().__init__(collectives)
+        if not 0 < ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1] (the fraction of elements sent), got {ratio!r}")
+        self.ratio, self.error_feedback = ratio, error_feedback
+        self.gen = torch.Generator().manual_seed(seed)  # identical stream on every rank
+        self.residual: dict[Hashable, torch.Tensor] = {}
+        self.name = f"random-k {ratio:g}" + (" +EF" if error_feedback else "")
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        n = g.numel()
+        k = _k_of(self.ratio, n)
+        idx = torch.randperm(n, generator=self.gen)[:k]
+        p = g.detach().reshape(-1).float() + self.residual.get(key, 0)
+        values = p[idx].clone()
+        if self.error_feedback:
+            self.residual[key] = p.index_fill(0, idx, 0.0)
+        else:
+            values *= n / k
+        values = self._all_reduce_sum(values) / comm.get_world_size()
+        return torch.zeros(n).index_copy_(0, idx, values).view_as(g).to(g.dtype)
+
+    def plan(self, shape):
+        return [Message("all_reduce", _k_of(self.ratio, math.prod(shape)), 4)]
+
+
+# =============================================================================== 6. Top-K + EF
+class TopK(Compressor):
+    """Top-K with memory (Stich, Cordonnier & Jaggi 2018, NeurIPS; Lin et al. 2018, DGC):
+    ``p = g + e;  c = top_k(|p|);  e <- p - c``; rank r's ``c_r`` travels as k fp32 values
+    and k int32 indices (``8k`` bytes, ratio ``2k/n``). The ranks' indices differ, so the
+    sum has up to p k non-zeros and no ring all-reduce applies: an all-gather, whose
+    received volume grows as (p-1) 8k. Every rank then forms ``(1/p) sum_r c_r``."""
+
+    def __init__(self, ratio: float = 0.01, error_feedback: bool = True, collectives: str = "gloo") -> None:
+        super().__init__(collectives)
+        if not 0 < ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1] (the fraction of elements sent), got {ratio!r}")
+        self.ratio, self.error_feedback = ratio, error_feedback
+        self.residual: dict[Hashable, torch.Tensor] = {}
+        self.name = f"top-k {ratio:g}" + (" +EF" if error_feedback else "")
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        n = g.numel()
+        k = _k_of(self.ratio, n)
+        p = g.detach().reshape(-1).float() + self.residual.get(key, 0)
+        idx = p.abs().topk(k, sorted=False).indices  # on the flat vector: k of n, not k per row
+        values = p[idx]
+        if self.error_feedback:
+            self.residual[key] = p.index_fill(0, idx, 0.0)
+        # One message: the values' bits reinterpreted as int32, then the indices.
+        rows = self._all_gather(torch.cat([values.view(torch.int32), idx.to(torch.int32)]))
+        out = torch.zeros(n)
+        out.index_add_(0, rows[:, k:].reshape(-1).long(), rows[:, :k].contiguous().view(torch.float32).reshape(-1))
+        return (out / rows.shape[0]).view_as(g).to(g.dtype)
+
+    def plan(self, shape):
+        return [Message("all_gather", 2 * _k_of(self.ratio, math.prod(shape)), 4)]
+
+
+# =============================================================================== 7. PowerSGD
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """How PowerSGD sees a tensor: ``(shape[0], rest)`` for 2-D and up; a vector of n
+    elements as a near-square ``ceil(sqrt n) x ceil(n / rows)`` matrix, zero-padded (a
+    whole flat bucket is one vector, as in torch's ``batched_powerSGD_hook``)."""
+    n = math.prod(shape)
+    if len(shape) >= 2:
+        return shape[0], n // shape[0]
+    rows = math.isqrt(n - 1) + 1 if n > 1 else 1
+    return rows, math.ceil(n / rows)
+
+
+class PowerSGD(Compressor):
+    """Rank-r PowerSGD (Vogels, Karimireddy & Jaggi 2019, NeurIPS, Algorithm 1), per tensor
+    ``M`` (m x n, see :func:`matrix_shape`), with error feedback and a warm start:
+
+        M <- g + e;   P = M Q;   P <- orthonormalise(mean_r P);
+        Q = M^T P;    Q <- mean_r Q;   approximation  P Q^T;   e <- M - P Q^T
+
+    Two all-reduces of ``4 r (m + n)`` bytes in all. ``Q`` starts from a normal draw with the
+    same seed on every rank and is then reused (warm start: one power-iteration step per
+    training step). A tensor is sent dense when ``r (m + n) >= m n`` (no saving).
+    """
+
+    def __init__(self, rank: int = 4, error_feedback: bool = True, warm_start: bool = True, seed: int = 0,
+                 collectives: str = "gloo") -> None:
+        super().__init__(collectives)
+        if not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be an int >= 1 (the rank of the approximation), got {rank!r}")
+        self.rank, self.error_feedback, self.warm_start = rank, error_feedback, warm_start
+        self.gen = torch.Generator().manual_seed(seed)  # identical stream on every rank
+        self.residual: dict[Hashable, torch.Tensor] = {}
+        self.q: dict[Hashable, torch.Tensor] = {}
+        self.name = f"powersgd r={rank}" + ("" if error_feedback else " no EF")
+
+    def compresses(self, shape: tuple[int, ...]) -> bool:
+        m, n = matrix_shape(tuple(shape))
+        return self.rank * (m + n) < m * n
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        world = comm.get_world_size()
+        if not self.compresses(tuple(g.shape)):
+            return self._all_reduce_sum(g.detach().float().clone()).div(world).to(g.dtype)
+        m, n = matrix_shape(tuple(g.shape))
+        flat = g.detach().reshape(-1).float()
+        M = torch.cat([flat, flat.new_zeros(m * n - flat.numel())]).view(m, n)
+        if self.error_feedback and key in self.residual:
+            M = M + self.residual[key]
+        Q = self.q.get(key) if self.warm_start else None
+        if Q is None:
+            Q = torch.randn(n, self.rank, generator=self.gen)
+        P = self._all_reduce_sum(M @ Q) / world
+        P = torch.linalg.qr(P).Q  # orthonormal columns, identical on every rank
+        Q = self._all_reduce_sum(M.T @ P) / world
+        approx = P @ Q.T
+        if self.error_feedback:
+            self.residual[key] = M - approx
+        self.q[key] = Q
+        return approx.reshape(-1)[:g.numel()].view_as(g).to(g.dtype)
+
+    def plan(self, shape):
+        shape = tuple(shape)
+        if not self.compresses(shape):
+            return [Message("all_reduce", math.prod(shape), 4)]
+        m, n = matrix_shape(shape)
+        return [Message("all_reduce", m * self.rank, 4), Message("all_reduce", n * self.rank, 4)]
+
+
+# =============================================================================== time model
+def predict_comm_seconds(compressor: Compressor, shape: tuple[int, ...], p: int, link: AlphaBeta) -> float:
+    """Alpha-beta time of ``compressor``'s collectives for one tensor on p ranks (chapter 3):
+    a ring all-reduce of b bytes ``2(p-1) alpha + 2(p-1)/p b beta``, a ring all-gather of b
+    bytes per rank ``(p-1)(alpha + b beta)``."""
+    total = 0.0
+    for m in compressor.plan(tuple(shape)):
+        if m.op == "all_reduce":
+            total += predict("ring", m.nbytes, p, link)
+        else:
+            total += predict("all_gather", p * m.nbytes, p, link)
+    return total
+
+
+# =============================================================================== PyTorch DDP hook
+@dataclass
+class HookState:
+    """State of :func:`compression_hook`: the compressor, whether to compress each gradient
+    of a bucket separately (``per_tensor``, as torch's ``powerSGD_hook`` does) or the flat
+    bucket, and the element count of every bucket seen (to check the bytes)."""
+
+    compressor: Compressor
+    per_tensor: bool = False
+    buckets: list = field(default_factory=list)
+
+
+# No annotations: torch's DDP checks that ``bucket`` is annotated exactly as dist.GradBucket,
+# and ``from __future__ import annotations`` would turn annotations into strings.
+def compression_hook(state, bucket):
+    """A comm hook for ``torch.nn.parallel.DistributedDataParallel``:
+    ``ddp.register_comm_hook(HookState(TopK(0.01)), compression_hook)`` makes torch's DDP
+    send each bucket through a course compressor instead of an fp32 all-reduce
+    (``torch.distributed.algorithms.ddp_comm_hooks``). Runs synchronously; returns a
+    completed ``Future`` holding the bucket's averaged (approximated) gradients."""
+    buf = bucket.buffer()
+    state.buckets.append(buf.numel())
+    # Keys from the parameters, not bucket.index(): DDP rebuilds its buckets after the first step.
+    params = bucket.parameters()
+    if state.per_tensor:
+        offset = 0
+        for p, grad in zip(params, bucket.gradients()):
+            part = buf[offset:offset + grad.numel()]
+            part.copy_(state.compressor.reduce(part.view_as(grad), key=id(p)).reshape(-1))
+            offset += grad.numel()
+    else:
+        buf.copy_(state.compressor.reduce(buf, key=tuple(id(p) for p in params)))
+    fut: torch.futures.Future = torch.futures.Future()
+    fut.set_result(buf)
+    return fut
+
+
+# =============================================================================== modelled clusters
+@dataclass(frozen=True)
+class Cluster:
+    """A modelled cluster: ``devices`` ranks, each computing at ``flops`` FLOP/s, joined by a
+    network with the alpha-beta ``link`` of chapter 3."""
+
+    name: str
+    devices: int
+    link: AlphaBeta
+    flops: float
+
+
+# Stated, not measured: round numbers of the usual kind of hardware. Effective FLOP/s of a
+# GPU on a small model are far below its peak; 20 TFLOP/s is an assumption.
+CLUSTERS = (
+    Cluster("8 GPUs, one node (NVLink-class: 5 us, 100 GB/s)", 8, AlphaBeta(5e-6, 1 / 100e9), 20e12),
+    Cluster("64 GPUs, 10 Gb/s Ethernet (50 us, 1.25 GB/s)", 64, AlphaBeta(50e-6, 1 / 1.25e9), 20e12),
+)
+
+
+def predict_step_seconds(compressor: Compressor, shapes: list[tuple[int, ...]], cluster: Cluster,
+                         flop_per_device: float) -> float:
+    """``T_step = flop / speed + sum over tensors of T_comm(compressor, tensor)``: compute
+    (chapter 1's FLOP count at the cluster's speed) then the compressor's collectives on the
+    cluster's link (:func:`predict_comm_seconds`), with no overlap and no encoding time
+    (both are simplifications: overlap favours the dense all-reduce, encoding costs the
+    compressors)."""
+    if flop_per_device < 0:
+        raise ValueError(f"flop_per_device must be >= 0, got {flop_per_device}")
+    comm_s = sum(predict_comm_seconds(compressor, tuple(s), cluster.devices, cluster.link) for s in shapes)
+    return flop_per_device / cluster.flops + comm_s

@@ -1,0 +1,291 @@
+"""Chapter 7 compressors: exact bytes through comm's counters, results equal to a single-process
+computation, QSGD's unbiasedness, error feedback's residual, and use inside DDP (course and torch)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from course_lib import comm
+from course_lib import compression as C
+from course_lib.launcher import launch
+from course_lib.model import GPT
+from course_lib.configs import toy_config
+
+N = 1000  # elements of the test gradient (not a multiple of 8 after the pad checks below)
+SHAPES = {"vector": (N,), "matrix": (40, 30), "odd": (13,)}
+
+
+def _compressors(collectives: str) -> dict[str, C.Compressor]:
+    return {"fp32": C.AllReduce(collectives), "fp16": C.HalfPrecision(torch.float16, collectives),
+            "bf16": C.HalfPrecision(torch.bfloat16, collectives), "qsgd": C.QSGD(4, collectives=collectives),
+            "sign": C.SignMajority(collectives), "ef-sign": C.EFSign(collectives),
+            "random-k": C.RandomK(0.1, collectives=collectives), "top-k": C.TopK(0.1, collectives=collectives),
+            "powersgd": C.PowerSGD(2, collectives=collectives)}
+
+
+def _expected_bytes(name: str, shape: tuple[int, ...]) -> int:
+    """The formulas of the chapter, written out independently of ``plan``."""
+    n = math.prod(shape)
+    k = max(1, int(0.1 * n))
+    m, cols = (shape[0], n // shape[0]) if len(shape) > 1 else (math.isqrt(n - 1) + 1, 0)
+    cols = cols or math.ceil(n / m)
+    powersgd = 4 * 2 * (m + cols) if 2 * (m + cols) < m * cols else 4 * n
+    return {"fp32": 4 * n, "fp16": 2 * n, "bf16": 2 * n, "qsgd": n + 4, "sign": math.ceil(n / 8),
+            "ef-sign": math.ceil(n / 8) + 4, "random-k": 4 * k, "top-k": 8 * k, "powersgd": powersgd}[name]
+
+
+def _grads(p: int, shape: tuple[int, ...], step: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(100 * p + step)
+    return [torch.randn(shape, generator=g) for _ in range(p)]
+
+
+def _bytes_worker(rank: int, world_size: int, collectives: str) -> dict:
+    out = {}
+    for shape_name, shape in SHAPES.items():
+        for name, c in _compressors(collectives).items():
+            comm.reset_stats()
+            c.reduce(_grads(world_size, shape)[rank])
+            s = comm.get_stats()
+            out[shape_name, name] = (sum(s.collective_bytes.values()), s.sent_bytes, s.recv_bytes)
+    return out
+
+
+@pytest.mark.parametrize("p", [2, 4])
+def test_bytes_on_the_counters_equal_the_formulas(p):
+    res = launch(_bytes_worker, p, collectives="gloo")
+    for rank, out in enumerate(res):
+        for (shape_name, name), (coll, sent, _) in out.items():
+            shape = SHAPES[shape_name]
+            want = _expected_bytes(name, shape)
+            assert coll == want == _compressors("gloo")[name].payload_bytes(shape), (rank, shape_name, name, coll, want)
+            assert sent == 0
+
+
+def test_ring_counters_show_all_gather_traffic_growing_with_ranks():
+    """On chapter 3's ring every byte is a counted send: Top-K's all-gather sends (p-1) 8k per rank,
+    the dense ring all-reduce about 2(p-1)/p 4n, so Top-K's share grows with p."""
+    sent = {}
+    for p in (2, 4):
+        res = launch(_bytes_worker, p, collectives="ring")
+        for rank, out in enumerate(res):
+            for (shape_name, name), (coll, s, r) in out.items():
+                assert coll == 0
+                assert s == _compressors("ring")[name].ring_bytes_sent(SHAPES[shape_name], p, rank), (p, rank, name)
+        sent[p] = res[0]["vector", "top-k"][1], res[0]["vector", "fp32"][1]
+    k = int(0.1 * N)
+    assert sent[2][0] == 8 * k and sent[4][0] == 3 * 8 * k
+    assert sent[2][1] == 4 * N and sent[4][1] == 2 * 3 * N
+    assert sent[4][0] / sent[4][1] > sent[2][0] / sent[2][1]
+
+
+# ----------------------------------------------------------------------------- values
+def _values_worker(rank: int, world_size: int, steps: int) -> dict:
+    cs = _compressors("gloo")
+    out: dict = {name: [] for name in cs}
+    for t in range(steps):
+        for name, c in cs.items():
+            shape = SHAPES["matrix"] if name == "powersgd" else SHAPES["vector"]
+            out[name].append(c.reduce(_grads(world_size, shape, t)[rank]))
+    return out
+
+
+def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
+    """Single-process: what the p ranks together must compute, step by step."""
+    shape = SHAPES["matrix"] if name == "powersgd" else SHAPES["vector"]
+    res, e = [], [torch.zeros(shape) for _ in range(p)]
+    gen = torch.Generator().manual_seed(0)
+    q = None
+    for t in range(steps):
+        g = _grads(p, shape, t)
+        if name == "fp32":
+            res.append(sum(g) / p)
+        elif name == "sign":
+            res.append(torch.sign(sum(torch.where(x >= 0, 1.0, -1.0) for x in g)))
+        elif name == "ef-sign":
+            outs = []
+            for r in range(p):
+                v = g[r] + e[r]
+                c = v.abs().mean() * torch.where(v >= 0, 1.0, -1.0)
+                e[r] = v - c
+                outs.append(c)
+            res.append(sum(outs) / p)
+        elif name == "top-k":
+            k = int(0.1 * N)
+            outs = []
+            for r in range(p):
+                v = g[r] + e[r]
+                keep = torch.zeros(N, dtype=torch.bool)
+                keep[v.abs().topk(k).indices] = True
+                outs.append(torch.where(keep, v, 0.0))
+                e[r] = torch.where(keep, 0.0, v)
+            res.append(sum(outs) / p)
+        elif name == "random-k":
+            idx = torch.randperm(N, generator=gen)[:int(0.1 * N)]
+            outs = []
+            for r in range(p):
+                v = g[r] + e[r]
+                keep = torch.zeros(N, dtype=torch.bool)
+                keep[idx] = True
+                outs.append(torch.where(keep, v, 0.0))
+                e[r] = torch.where(keep, 0.0, v)
+            res.append(sum(outs) / p)
+        elif name == "powersgd":
+            M = [g[r] + e[r] for r in range(p)]
+            if q is None:
+                q = torch.randn(shape[1], 2, generator=gen)
+            P = torch.linalg.qr(sum(m @ q for m in M) / p).Q
+            q = sum(m.T @ P for m in M) / p
+            for r in range(p):
+                e[r] = M[r] - P @ q.T
+            res.append(P @ q.T)
+    return res
+
+
+@pytest.mark.parametrize("p", [2, 4])
+def test_results_equal_the_single_process_computation(p):
+    steps = 3
+    res = launch(_values_worker, p, steps=steps)
+    for name in ("fp32", "sign", "ef-sign", "top-k", "random-k", "powersgd"):
+        want = _reference(name, p, steps)
+        for rank in range(p):
+            for t in range(steps):
+                torch.testing.assert_close(res[rank][name][t], want[t], atol=1e-5, rtol=1e-4,
+                                           msg=lambda m: f"{name} rank {rank} step {t}: {m}")
+    mean = [sum(_grads(p, SHAPES["vector"], t)) / p for t in range(steps)]
+    for name, tol in (("fp16", 2e-3), ("bf16", 2e-2)):
+        for t in range(steps):
+            err = (res[0][name][t] - mean[t]).abs().max().item()
+            assert 0 < err < tol, (name, err)  # 16 bits lose something, not much
+
+
+# ----------------------------------------------------------------------------- statistics, EF
+def test_qsgd_is_unbiased_and_its_variance_within_the_bound():
+    d, s, draws = 200, 4, 20000
+    v = torch.randn(d, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    total, sq = torch.zeros(d), 0.0
+    for _ in range(draws):
+        norm, q = C.qsgd_quantize(v, s, gen)
+        x = C.qsgd_dequantize(norm, q, s)
+        total += x
+        sq += (x - v).square().sum().item()
+    bound = min(d / s**2, math.sqrt(d) / s)
+    variance = sq / draws / v.square().sum().item()
+    assert variance <= bound
+    # E||mean - v||^2 = variance ||v||^2 / draws: allow 3x its square root.
+    bias = ((total / draws - v).norm() / v.norm()).item()
+    assert bias < 3 * math.sqrt(variance / draws), bias
+    # The same grid with deterministic rounding is far from unbiased (the test can fail).
+    nearest = v.norm() * torch.round(v.abs() / v.norm() * s) / s * torch.sign(v)
+    assert ((nearest - v).norm() / v.norm()).item() > 10 * bias
+
+
+def test_pack_signs_round_trips():
+    g = torch.randn(77, generator=torch.Generator().manual_seed(3))
+    packed = C.pack_signs(g)
+    assert packed.dtype == torch.uint8 and packed.numel() == 10
+    assert torch.equal(C.unpack_signs(packed, 77), torch.where(g >= 0, 1.0, -1.0))
+
+
+def _residual_worker(rank: int, world_size: int) -> dict:
+    out = {}
+    for name, c in (("top-k", C.TopK(0.05)), ("ef-sign", C.EFSign()), ("powersgd", C.PowerSGD(2))):
+        shape = SHAPES["matrix"]
+        g_sum, sent_sum = torch.zeros(shape), torch.zeros(shape)
+        for t in range(4):
+            g = _grads(world_size, shape, t)[rank]
+            before = c.residual.get(0, torch.zeros(1200)).reshape(shape).clone() if name != "powersgd" \
+                else c.residual.get(0, torch.zeros(shape)).clone()
+            c.reduce(g)
+            after = c.residual[0].reshape(shape)
+            sent_sum += g + before - after  # what this rank's compressed message stood for
+            g_sum += g
+        out[name] = (g_sum, sent_sum, c.residual[0].reshape(shape).clone())
+    return out
+
+
+def test_error_feedback_residual_keeps_what_was_not_sent():
+    """sum_t g_t = sum_t C(p_t) + e_T on every rank: nothing is lost, only delayed; and the
+    residual is what the compressor dropped (Top-K: exactly n - k non-zeros)."""
+    res = launch(_residual_worker, 2)
+    for rank, out in enumerate(res):
+        for name, (g_sum, sent_sum, e) in out.items():
+            torch.testing.assert_close(sent_sum + e, g_sum)
+            assert e.abs().sum() > 0, name
+        assert int((out["top-k"][2] != 0).sum()) == 1200 - 60
+
+
+def test_bad_arguments_say_what_to_do():
+    with pytest.raises(ValueError, match="ratio must be in"):
+        C.TopK(0)
+    with pytest.raises(ValueError, match="levels must be an int"):
+        C.QSGD(200)
+    with pytest.raises(ValueError, match="collectives must be"):
+        C.AllReduce("nccl")
+    with pytest.raises(ValueError, match="rank must be an int"):
+        C.PowerSGD(0)
+    with pytest.raises(TypeError, match="floating-point"):
+        C.AllReduce().reduce(torch.ones(3, dtype=torch.int64))
+
+
+# ----------------------------------------------------------------------------- inside DDP
+def _ddp_worker(rank: int, world_size: int, impl: str, method: str, per_tensor: bool = False) -> dict:
+    from course_lib.runs.compression import train_compressed
+    from course_lib.data import load_dataset
+
+    cfg = toy_config(load_dataset().vocab_size)
+    return train_compressed(rank, world_size, config=cfg, steps=3, batch_size=8, method=method, impl=impl,
+                            per_tensor=per_tensor, eval_iters=0)
+
+
+def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
+    from course_lib.runs.data_parallel import train_data_parallel
+    from course_lib.data import load_dataset
+
+    cfg = toy_config(load_dataset().vocab_size)
+    plain = launch(train_data_parallel, 2, config=cfg, steps=3, batch_size=8)
+    fp32 = launch(_ddp_worker, 2, impl="course", method="fp32")
+    topk = launch(_ddp_worker, 2, impl="course", method="top-k 1% +EF")
+    torch.testing.assert_close(fp32[0]["params"], plain[0]["params"], atol=1e-6, rtol=1e-5)
+    n = sum(p.numel() for p in GPT(cfg).parameters())
+    assert fp32[0]["bytes_per_step"] == 4 * n
+    assert topk[0]["bytes_per_step"] == 8 * max(1, int(0.01 * n))  # one bucket: the whole model
+    assert torch.equal(topk[0]["params"], topk[1]["params"])  # replicas stay identical
+
+
+def test_torch_ddp_comm_hook_uses_the_compressors():
+    from course_lib.data import load_dataset
+
+    cfg = toy_config(load_dataset().vocab_size)
+    plain = launch(_ddp_worker, 2, impl="course", method="fp32")
+    hook = launch(_ddp_worker, 2, impl="torch", method="fp32")
+    torch.testing.assert_close(hook[0]["params"], plain[0]["params"], atol=1e-6, rtol=1e-5)
+    sign = launch(_ddp_worker, 2, impl="torch", method="sign (majority)", per_tensor=True)
+    shapes = [tuple(p.shape) for p in GPT(cfg).parameters()]
+    assert sign[0]["bytes_per_step"] == sum(math.ceil(math.prod(s) / 8) for s in shapes)
+    assert torch.equal(sign[0]["params"], sign[1]["params"])
+
+
+def test_course_powersgd_hook_close_to_torch_powersgd_hook():
+    """Same rank 4, error feedback and warm start, per tensor: the two PowerSGDs differ in details
+    (torch sends its first step dense and skips tensors that compress less than 2x), so compare
+    the loss after 8 steps, not the parameters."""
+    from course_lib.data import load_dataset
+    from course_lib.configs import small_config
+    from course_lib.runs.compression import mean_losses
+
+    cfg = small_config(load_dataset().vocab_size)
+    kw = dict(config=cfg, steps=8, batch_size=16, per_tensor=True, eval_iters=0)
+    course = mean_losses(launch(train_compressed_worker, 2, impl="torch", method="powersgd r=4", **kw))
+    theirs = mean_losses(launch(train_compressed_worker, 2, impl="torch-powersgd", **kw))
+    assert course[0] == theirs[0]  # same model, same batch
+    assert abs(course[-1] - theirs[-1]) < 0.02 * theirs[-1], (course[-1], theirs[-1])
+    assert course[-1] < course[0] - 0.1  # both actually train
+
+
+def train_compressed_worker(rank, world_size, **kw):
+    from course_lib.runs.compression import train_compressed
+
+    return train_compressed(rank, world_size, **kw)
