@@ -546,8 +546,16 @@ def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
             os.kill(procs[r].pid, signal.SIGUSR1)
         except ProcessLookupError:
             pass
-    time.sleep(0.3)  # let faulthandler write the stacks
-    stuck = {r: where_stuck(_read(os.path.join(run_dir, f"rank{r}.stack"))) for r in stuck_ranks}
+    # faulthandler writes each stack from a signal handler; on a busy machine that takes a while.
+    # A main thread's dump ends with the worker's entry point, so wait for that line (at most 3 s).
+    stacks: dict[int, str] = {}
+    deadline = time.time() + 3.0
+    while True:
+        stacks = {r: _read(os.path.join(run_dir, f"rank{r}.stack")) for r in stuck_ranks}
+        if all("in _worker_main" in text for text in stacks.values()) or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    stuck = {r: where_stuck(text) for r, text in stacks.items()}
     return DeadlockError(timeout, stuck, sorted(finished))
 
 
