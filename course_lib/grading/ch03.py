@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import only_point_to_point, run_learner
 
@@ -62,6 +63,7 @@ def _decode(v: float, p: int) -> tuple[list[int], int, int] | None:
     return ranks, ik % 64, ik // 64
 
 
+@own_work(Q1, forbid=("torch.distributed", "course_lib.collectives"))
 def check_ring_reduce_scatter(fn: Callable, world_sizes: tuple[int, ...] = (2, 4), m: int = 3) -> None:
     """Rank r must return sum over ranks of chunk r, having sent exactly p-1 chunks."""
     for p in world_sizes:
@@ -112,6 +114,7 @@ def _ag_input(j: int, p: int, m: int) -> torch.Tensor:
     return x
 
 
+@own_work(Q2, forbid=("torch.distributed", "course_lib.collectives"))
 def check_ring_all_gather(fn: Callable, world_sizes: tuple[int, ...] = (2, 4), m: int = 3) -> None:
     """Every rank must return the concatenation of all ranks' chunks, having sent p-1 chunks."""
     for p in world_sizes:
