@@ -110,8 +110,8 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
         client = NotebookClient(
             nb, timeout=max(1, round(cell_timeout)), interrupt_on_timeout=True, allow_errors=True,
             error_on_timeout={"ename": TIMEOUT,
-                              "evalue": f"this cell ran longer than {cell_timeout:g} s and was "
-                                        "interrupted (an infinite loop or a deadlock?)"},
+                              "evalue": f"this cell timed out: it ran longer than {cell_timeout:g} s "
+                                        "(an infinite loop or a deadlock?)"},
             kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
             on_cell_executed=lambda cell, cell_index, execute_reply: replies.__setitem__(cell_index, execute_reply),
         )
@@ -167,7 +167,7 @@ def run_checks(imports: str, tests: list[tuple[str, str, str]], cell_timeout: fl
                 try:
                     line = q.get(timeout=cell_timeout + (STARTUP_S if k == 0 else 0))
                 except queue.Empty:
-                    results[gid] = (f"{TIMEOUT}: the check ran longer than {cell_timeout:g} s and was stopped "
+                    results[gid] = (f"{TIMEOUT}: the check timed out: it ran longer than {cell_timeout:g} s "
                                     "(an infinite loop or a deadlock in your code?)")
                     remaining = remaining[k + 1:]
                     break

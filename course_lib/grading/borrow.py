@@ -20,6 +20,7 @@ human reader of the CSV; the autograder runs the checks in a separate process (s
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import sys
 import types
@@ -126,6 +127,11 @@ def references(obj: Any) -> list[tuple[str, Any]]:
         for s in names | strings:
             if "." in s or s in ("torch", "course_lib"):
                 mod = sys.modules.get(s)
+                if mod is None and s.split(".")[0] in ("course_lib", "torch"):
+                    try:  # imported inside a function that has not run yet in this process
+                        mod = importlib.import_module(s)
+                    except Exception:  # noqa: BLE001 - not a module name after all
+                        mod = None
                 if isinstance(mod, types.ModuleType):
                     modules.append(mod)
                     found.append((f"import {s}", mod))

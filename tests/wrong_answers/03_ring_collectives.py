@@ -59,3 +59,21 @@ RIGHT = {
             comm.send(send, right)
 '''}),
 }
+
+# Borrowed answers: the course's ring, and gloo's reduce-scatter behind dummy p2p traffic.
+MORE_WRONG["reduce_scatter_borrowed"] = ("q1-answer", '''
+from course_lib.collectives import ring_reduce_scatter as course_rs
+def ring_reduce_scatter(rank, world_size, x):
+    return course_rs(x)
+''', "borrows course_lib.collectives")
+MORE_WRONG["reduce_scatter_builtin_plus_dummy_p2p"] = ("q1-answer", '''
+def ring_reduce_scatter(rank, world_size, x):
+    torch.distributed.all_reduce(x)
+    chunks = x.chunk(world_size)
+    buf = torch.empty_like(chunks[0])
+    for s in range(world_size - 1):
+        reqs = [comm.isend(chunks[0], (rank + 1) % world_size), comm.irecv(buf, (rank - 1) % world_size)]
+        for req in reqs:
+            req.wait()
+    return chunks[rank]
+''', "borrows torch.distributed")
