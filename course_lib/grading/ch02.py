@@ -188,8 +188,9 @@ def check_gossip_step(fn: Callable, world_sizes: tuple[int, ...] = (3, 4), n: in
             if torch.allclose(out, (left + x + right) / 3):
                 continue
             if torch.allclose(out, x / 2 + (left + right) / 4):
-                raise CheckFailed(Q3, f"rank {r}'s result used weight 1/2 for itself: the rows of W must sum to 1 "
-                                  "with 1/3 each for self, left and right")
+                raise CheckFailed(Q3, f"rank {r}'s result used weight 1/2 for itself and 1/4 for each neighbour: "
+                                  "that row does sum to 1, but the question's W gives 1/3 each to self, left and "
+                                  "right (the ring's uniform averaging)")
             if torch.allclose(out, left + x + right):
                 raise CheckFailed(Q3, f"rank {r} returned the sum of the three models: multiply each by its "
                                   "weight 1/3 (a row of W sums to 1)")

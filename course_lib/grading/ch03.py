@@ -80,13 +80,19 @@ def check_ring_reduce_scatter(fn: Callable, world_sizes: tuple[int, ...] = (2, 4
             parts = [_decode(float(v), p) for v in out.flatten()]
             if any(d is None for d in parts):
                 raise CheckFailed(Q1, f"with {p} ranks, rank {r} returned {out.tolist()}, which is not a sum of one "
-                                  f"chunk from several ranks: did you add a received chunk into the wrong place, "
+                                  f"chunk from several ranks: did you add a received chunk into the wrong place "
+                                  f"(an index off by one?), "
                                   f"or return a receive buffer that was never waited on?")
             ranks, chunk, _ = parts[0]
             if ranks == list(range(p)) and chunk != r:
                 raise CheckFailed(Q1, f"with {p} ranks, rank {r} ended with chunk {chunk} instead of chunk {r} "
                                   f"(off by one): in step s send chunk (rank - s - 1) % p and add the received "
                                   f"chunk to (rank - s - 2) % p, so that after p-1 steps chunk `rank` is complete")
+            if ranks == [r] and chunk == r and p > 2:
+                raise CheckFailed(Q1, f"with {p} ranks, rank {r}'s chunk {r} was never added to (off by one): the "
+                                  f"chunk you add into and the one you return differ by one step; in step s send "
+                                  f"chunk (rank - s - 1) % p and add the received chunk to (rank - s - 2) % p, so "
+                                  f"that chunk `rank` is the one completed last")
             if ranks != list(range(p)):
                 missing = sorted(set(range(p)) - set(ranks))
                 raise CheckFailed(Q1, f"with {p} ranks, rank {r}'s chunk {chunk} contains the inputs of ranks "

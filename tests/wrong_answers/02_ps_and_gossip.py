@@ -27,7 +27,7 @@ def gossip_step(rank, world_size, x):
     for req in reqs:
         req.wait()
     return x / 2 + (a + b) / 4
-''', "used weight 1/2 for itself"),
+''', "that row does sum to 1, but the question's W gives 1/3 each"),
 }
 
 MORE_WRONG = {

@@ -77,3 +77,17 @@ def ring_reduce_scatter(rank, world_size, x):
             req.wait()
     return chunks[rank]
 ''', "borrows torch.distributed")
+
+# An index off by one in both the send and the add: the complete chunk ends at rank + 1.
+MORE_WRONG["rs_indices_off_by_one"] = ("q1-answer", {
+    "comm.isend(chunks[(rank - s - 1) % world_size], right)": "comm.isend(chunks[(rank - s) % world_size], right)",
+    "chunks[(rank - s - 2) % world_size].add_(buf)": "chunks[(rank - s - 1) % world_size].add_(buf)"},
+    "(off by one)")
+# A loop that never ends inside a worker: not a deadlock, and not told so.
+MORE_WRONG["ag_infinite_loop"] = ("q2-answer", '''
+def ring_all_gather(rank, world_size, x):
+    s = 0
+    while s < world_size - 1:
+        x = x + 0
+    return x
+''', "an infinite loop?")
