@@ -126,3 +126,15 @@ def test_borrow_search_follows_helpers_and_local_imports():
     assert borrowed(ns["honest"], forbid) is None
     with pytest.raises(CheckFailed, match="borrows course_lib.collectives"):
         ch03.check_ring_reduce_scatter(ns["answer"])
+
+
+def test_release_has_no_solutions_or_hidden_tests(tmp_path):
+    from course_lib.grading import release
+    copied, skipped = release.release(tmp_path / "learners")
+    out = tmp_path / "learners"
+    assert not (out / "solutions").exists() and not (out / "tests" / "wrong_answers").exists()
+    assert (out / "exercises" / SOL.name).exists() and (out / "course").exists()
+    assert "tests/test_grading.py" in skipped and "solutions/00_collectives.ipynb" in skipped
+    for p in out.rglob("*.ipynb"):
+        text = p.read_text()
+        assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text, p
