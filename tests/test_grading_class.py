@@ -5,7 +5,6 @@ notebook and a truncated file; every one gets a row, scores are written as each 
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import nbformat

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 
 from course_lib.grading import autograde
-from course_lib.grading.notebook import is_answer, meta, strip_solution
+from course_lib.grading.notebook import is_answer, strip_solution
 from course_lib.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -64,7 +64,6 @@ def _fresh_grading_modules() -> None:
 
 def run_one(imports: str, grade_id: str, source: str, blob: str) -> str | None:
     """Run one test cell on the captured answer; None if it passed, else ``"Kind: message"``."""
-    from course_lib.grading.feedback import CheckFailed  # noqa: F401 - re-imported fresh below
     _fresh_grading_modules()
     ns: dict[str, Any] = {"__name__": "__main__"}
     try:
