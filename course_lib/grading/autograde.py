@@ -56,6 +56,7 @@ from course_lib.grading.notebook import for_grading, is_answer, is_test, meta, t
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = "CellTimeout"
 DEAD = "DeadKernel"
+CHECK_MIN_S = 90  # the shortest time a check process gets per question
 STARTUP_S = 120  # extra time for a check process's first question: importing torch on a busy machine
 
 
@@ -153,6 +154,10 @@ def run_checks(imports: str, tests: list[tuple[str, str, str]], cell_timeout: fl
     """
     results: dict[str, str | None] = {}
     remaining = list(tests)
+    # The checks end a deadlock themselves (the launcher's timeout) and bound the learner's
+    # in-process code (chapter 1's time limit); this deadline is the backstop, so it allows for
+    # a busy machine: a check launches several runs, each starting its ranks.
+    check_timeout = max(cell_timeout, CHECK_MIN_S)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     while remaining:
         job = workdir / f"job{len(results)}.pkl"
@@ -165,9 +170,9 @@ def run_checks(imports: str, tests: list[tuple[str, str, str]], cell_timeout: fl
         try:
             for k, (gid, _, _) in enumerate(remaining):
                 try:
-                    line = q.get(timeout=cell_timeout + (STARTUP_S if k == 0 else 0))
+                    line = q.get(timeout=check_timeout + (STARTUP_S if k == 0 else 0))
                 except queue.Empty:
-                    results[gid] = (f"{TIMEOUT}: the check timed out: it ran longer than {cell_timeout:g} s "
+                    results[gid] = (f"{TIMEOUT}: the check timed out: it ran longer than {check_timeout:g} s "
                                     "(an infinite loop or a deadlock in your code?)")
                     remaining = remaining[k + 1:]
                     break

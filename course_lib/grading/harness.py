@@ -62,6 +62,11 @@ def _is_loop(fn: Any, stuck: dict[int, str]) -> bool:
     return True
 
 
+def _never_started(stuck: dict[int, str]) -> bool:
+    """No stuck rank had reached a function of the learner's (each still in start-up)."""
+    return bool(stuck) and all("called from" not in w or "called from <module>()" in w for w in stuck.values())
+
+
 def run_learner(question: str, fn: Callable, world_size: int, inputs: list[Any], *,
                 deadlock_hint: str, timeout: float = 15) -> list[tuple[Any, comm.CommStats]]:
     """``fn(rank, world_size, inputs[rank])`` on ``world_size`` ranks -> [(output, stats)] per rank."""
@@ -69,7 +74,15 @@ def run_learner(question: str, fn: Callable, world_size: int, inputs: list[Any],
         raise CheckFailed(question, f"expected your function, got {type(fn).__name__}; run the cell "
                           "that defines it first")
     try:
-        return list(launch(_call, world_size, fn, inputs, timeout=timeout))
+        try:
+            return list(launch(_call, world_size, fn, inputs, timeout=timeout))
+        except DeadlockError as e:
+            if not _never_started(e.stuck):
+                raise
+            # The ranks were still starting (joining the process group) when the time ran out:
+            # a machine too busy, not the learner's code. Once more, with twice the time.
+            timeout *= 2
+            return list(launch(_call, world_size, fn, inputs, timeout=timeout))
     except DeadlockError as e:
         stuck = "; ".join(f"rank {r} {w}" for r, w in sorted(e.stuck.items()))
         if e.stuck and _is_loop(fn, e.stuck):
