@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--notebook", action="append", help="only notebooks starting with this (repeatable)")
     ap.add_argument("--cell-timeout", type=float, default=180)
+    ap.add_argument("--keep", type=Path, help="copy the two CSVs into this folder")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         folder = Path(tmp) / "submissions"
@@ -62,6 +64,10 @@ def main(argv: list[str] | None = None) -> None:
         autograde.main(args)
         wall = time.perf_counter() - t
         rows = list(csv.DictReader(open(out, newline="")))
+        if a.keep:
+            a.keep.mkdir(parents=True, exist_ok=True)
+            for f in (out, autograde.students_csv(out)):
+                shutil.copy(f, a.keep / f.name)
     per_nb = wall / max(n, 1)
     per_student_nbs = n / max(a.students, 1)
     table = [{"students": a.students, "notebooks": n, "jobs": a.jobs, "wall s": wall, "s / notebook": per_nb,
