@@ -141,16 +141,35 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
 # ----------------------------------------------------------------------------- the checks
 def _reader(stream: Any, q: queue.Queue) -> None:
     for line in stream:
-        q.put(line)
+        q.put(line.decode())
     q.put(None)
 
 
-def run_checks(imports: str, tests: list[tuple[str, str, str]], cell_timeout: float, workdir: Path,
-               cwd: Path, log: Any = None) -> dict[str, str | None]:
+def start_checker(cwd: Path, log: Any = None) -> subprocess.Popen:
+    """A check process, started early: it imports torch while the kernel runs, then waits for
+    its job on stdin (:func:`run_checks`)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen([sys.executable, "-m", "course_lib.grading.checker"], cwd=cwd, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a check process and the ranks it launched (they share its session)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def run_checks(imports: str, tests: list[tuple[str, str, str]], cell_timeout: float, cwd: Path,
+               log: Any = None, first: subprocess.Popen | None = None) -> dict[str, str | None]:
     """Run each (grade_id, test source, captured answer) in a check process; {grade_id: error}.
 
-    A check running past ``cell_timeout`` (or whose process dies) fails its question; the
-    rest continue in a new process.
+    A check running past its deadline (or whose process dies) fails its question; the rest
+    continue in a new process. ``first``: a process :func:`start_checker` started earlier.
     """
     results: dict[str, str | None] = {}
     remaining = list(tests)
@@ -158,16 +177,16 @@ def run_checks(imports: str, tests: list[tuple[str, str, str]], cell_timeout: fl
     # in-process code (chapter 1's time limit); this deadline is the backstop, so it allows for
     # a busy machine: a check launches several runs, each starting its ranks.
     check_timeout = max(cell_timeout, CHECK_MIN_S)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     while remaining:
-        job = workdir / f"job{len(results)}.pkl"
-        job.write_bytes(pickle.dumps({"imports": imports, "tests": remaining}))
-        proc = subprocess.Popen([sys.executable, "-m", "course_lib.grading.checker", str(job)], cwd=cwd, env=env,
-                                stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                text=True, start_new_session=True)
+        proc, first = first or start_checker(cwd, log), None
         q: queue.Queue = queue.Queue()
         threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
         try:
+            try:
+                proc.stdin.write(pickle.dumps({"imports": imports, "tests": remaining}))
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # it died already: reported below as for the first question
             for k, (gid, _, _) in enumerate(remaining):
                 try:
                     line = q.get(timeout=check_timeout + (STARTUP_S if k == 0 else 0))
@@ -186,12 +205,7 @@ def run_checks(imports: str, tests: list[tuple[str, str, str]], cell_timeout: fl
             else:
                 remaining = []
         finally:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            proc.wait()
+            stop(proc)
     return results
 
 
@@ -218,8 +232,13 @@ def grade_notebook(path: Path, solution: Path, student: str, cell_timeout: float
                 tests.append((gid, without_markers(source_test(source, gid)), str(blob)))
                 test_cell[gid] = i
                 res.max_scores[gid] = float(meta(cell).get("points", 0))
-        status = run_graded(nb, cell_timeout, path.parent, log)
-        errors = run_checks(imports, tests, cell_timeout, work, path.parent, log)
+        checker = start_checker(path.parent, log)
+        try:
+            status = run_graded(nb, cell_timeout, path.parent, log)
+        except BaseException:
+            stop(checker)
+            raise
+        errors = run_checks(imports, tests, cell_timeout, path.parent, log, first=checker)
     for gid, i in test_cell.items():
         err = status.get(i) or errors.get(gid, "not run")
         if err and err.startswith("NameError"):

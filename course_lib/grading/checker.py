@@ -9,7 +9,7 @@ in the kernel (``ch00.check_ring_shift = lambda *a: None``, patching ``ch01._clo
 ``torch.equal``...) reaches this process; the grading modules are imported afresh before each
 question, so an answer that patches them while it runs spoils only its own question.
 
-    python -m course_lib.grading.checker JOB.pkl
+    python -m course_lib.grading.checker [JOB.pkl]    # else the job comes pickled on stdin
 """
 from __future__ import annotations
 
@@ -86,8 +86,15 @@ def run_one(imports: str, grade_id: str, source: str, blob: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    with open(argv[0], "rb") as f:
-        job = pickle.load(f)
+    # Started while the learner's cells still run in the kernel: import what the checks need
+    # now, then wait for the job (on stdin, or in the file named).
+    import torch  # noqa: F401
+    import course_lib.launcher  # noqa: F401
+    if argv:
+        with open(argv[0], "rb") as f:
+            job = pickle.load(f)
+    else:
+        job = pickle.load(sys.stdin.buffer)
     # The results go to our own copy of stdout; everything else printed (checks' ✓ lines, the
     # learner's prints, worker output) goes to stderr, which the autograder keeps in a log.
     results = os.fdopen(os.dup(1), "w")
