@@ -64,15 +64,18 @@ def _fresh_grading_modules() -> None:
 
 def run_one(imports: str, grade_id: str, source: str, blob: str) -> str | None:
     """Run one test cell on the captured answer; None if it passed, else ``"Kind: message"``."""
-    _fresh_grading_modules()
     ns: dict[str, Any] = {"__name__": "__main__"}
     try:
-        exec(compile(imports, "<the notebook's imports>", "exec"), ns)
         with open(blob, "rb") as f:
             payload = pickle.load(f)
         if isinstance(payload, str):
             return payload
-        ns.update(cloudpickle.loads(payload))
+        answers = cloudpickle.loads(payload)
+        # Imported afresh after the answers are loaded: what loading them did to the old
+        # modules (or what an earlier question's answer did) does not reach this check.
+        _fresh_grading_modules()
+        exec(compile(imports, "<the notebook's imports>", "exec"), ns)
+        ns.update(answers)
         exec(compile(source, f"<test cell {grade_id}>", "exec"), ns)
         return None
     except KeyboardInterrupt:
