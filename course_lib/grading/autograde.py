@@ -246,7 +246,8 @@ def grade_notebook(path: Path, solution: Path, student: str, cell_timeout: float
             broke = [status[j] for j in range(i) if status.get(j) and status[j].split(":")[0] in (TIMEOUT, DEAD)
                      and not is_test(nb.cells[j])]
             if broke:
-                err = broke[-1] + f" (so {err.split(': ', 1)[1]})"
+                m = re.search(r"name '(\w+)'", err)
+                err = broke[-1] + f"; so `{m.group(1) if m else 'your answer'}` was never defined"
         res.scores[gid] = 0.0 if err else res.max_scores[gid]
         if err:
             res.feedback[gid] = err
