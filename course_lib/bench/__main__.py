@@ -14,6 +14,7 @@ BENCHMARKS = {
     "ps": ("course_lib.bench.ps", "chapter 2: bytes and time per step: PS, ring all-reduce, gossip"),
     "collectives": ("course_lib.bench.collectives", "chapter 3: course ring vs gloo, 16M float32, 2/4/8 ranks"),
     "ddp": ("course_lib.bench.ddp", "chapter 4: course DDP vs torch DDP step time, overlap gain, ZeRO memory"),
+    "grading": ("course_lib.bench.grading", "instructors: minutes to grade a class of 30, every exercise notebook"),
     "tp": ("course_lib.bench.tp", "chapter 5: tensor-parallel GPT step time vs prediction, bytes, memory per rank"),
     "pp": ("course_lib.bench.pp", "chapter 6: pipeline schedules: measured vs theoretical bubble, memory, step time"),
     "compression": ("course_lib.bench.compression", "chapter 7: compressed all-reduce: bytes, ratio, loss, modelled time-to-loss"),

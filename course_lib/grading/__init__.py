@@ -8,7 +8,27 @@
   (:mod:`.assign`); ``--check`` fails when they have drifted apart.
 * Learners run each test cell; its visible checks raise :class:`CheckFailed` with a hint.
 * ``python -m course_lib.grading.autograde SUBMISSIONS --out scores.csv`` grades a folder of
-  submissions with the hidden checks restored (:mod:`.autograde`).
+  submissions with the hidden checks restored (:mod:`.autograde`): the learner's cells run in
+  a kernel, the test cells there only capture the answers, and the checks run in a separate
+  process (:mod:`.checker`), so an answer cell cannot patch them.
+* ``python -m course_lib.grading.release DIR`` writes the learners' copy (:mod:`.release`).
+
+Conventions a chapter follows (chapters 0-5 do; a new chapter NN adopts them as it is):
+
+1. ``solutions/NN_name.ipynb``: the code cells before the first answer cell are the imports,
+   and they import only what the learner may use (never the module function the question asks
+   for). The autograder runs the *solution's* import cells before the checks, and the check
+   process gets every name a test cell reads that those imports do not define (the answers).
+2. ``course_lib/grading/chNN.py``: each ``check_*`` is decorated with
+   ``@own_work(QUESTION, forbid=(...), allow=(...))`` (:mod:`.borrow`): dotted names of the
+   course modules, functions or classes that implement what the question asks, plus
+   ``"torch.distributed"`` when the answer must build a collective itself. An answer using one
+   of them fails with "your answer borrows ...". ``allow`` lists what the exercise hands out.
+3. A check that runs the learner's code on ranks goes through
+   :func:`.harness.run_learner`, which turns deadlocks, infinite loops (read from the bytecode
+   of the line each rank was stuck on) and worker errors into hints.
+4. ``tests/wrong_answers/NN_name.py`` holds one ``WRONG`` answer per answer cell and, in
+   ``MORE_WRONG``, at least one borrowed answer per question with the hint ``"borrows ..."``.
 """
 from course_lib.grading.feedback import CheckFailed, expect, passed
 

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import only_point_to_point, run_learner
 
@@ -22,6 +23,7 @@ def _q1_inputs(p: int, n: int) -> list[torch.Tensor]:
     return [torch.full((n,), 10.0 * r) + torch.arange(n) for r in range(p)]
 
 
+@own_work(Q1, forbid=("torch.distributed", "course_lib.collectives"))
 def check_ring_shift(fn: Callable, world_sizes: tuple[int, ...] = (2, 3), n: int = 4) -> None:
     """Rank r must return the tensor of rank (r - 1) mod p, moved with point-to-point calls."""
     for p in world_sizes:
@@ -52,6 +54,7 @@ Q2_DEADLOCK_HINT = ("Rank 0 must receive from ranks 1..p-1 and then send to each
                     "to 0, then receives once from 0. Check that each send has a matching recv.")
 
 
+@own_work(Q2, forbid=("torch.distributed", "course_lib.collectives"))
 def check_naive_all_reduce(fn: Callable, world_sizes: tuple[int, ...] = (2, 4), n: int = 5) -> None:
     """Every rank must return the elementwise sum; root 0 receives and sends (p-1)n, others n."""
     for p in world_sizes:
@@ -92,6 +95,7 @@ def _identify(t: torch.Tensor, p: int, m: int) -> tuple[int, int] | None:
     return None
 
 
+@own_work(Q3, forbid=("torch.distributed", "course_lib.collectives"))
 def check_all_to_all(fn: Callable, world_sizes: tuple[int, ...] = (2, 3), m: int = 3) -> None:
     """Rank j's input is a list of p chunks; rank r must return [chunk r of rank j for j in 0..p-1]."""
     for p in world_sizes:

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import only_point_to_point, run_learner
 from course_lib.launcher import DeadlockError, WorkerError, launch
@@ -33,6 +34,7 @@ def _q1_inputs(p: int, n: int, lr: float) -> list[dict]:
     return [dict(w=w.clone(), lr=lr)] + [dict(w=w.clone(), g=g) for g in grads]
 
 
+@own_work(Q1, forbid=("course_lib.parameter_server", "course_lib.gossip", "torch.distributed"))
 def check_sync_ps_step(fn: Callable, world_sizes: tuple[int, ...] = (3, 4), n: int = 6, lr: float = 0.5) -> None:
     """Rank 0 (server) and ranks 1..p-1 (workers) must all return ``w - lr * mean_k g_k``."""
     for p in world_sizes:
@@ -142,6 +144,7 @@ def _real_run(fn: Callable, n_workers: int, s: int | None, steps: int) -> SSPBoo
     return res[0]["book"]
 
 
+@own_work(Q2, forbid=("course_lib.parameter_server.on_push", "course_lib.parameter_server._async_server"))
 def check_on_push(fn: Callable, real_runs: tuple[tuple[int, int | None], ...] = ((3, 1),), steps: int = 12) -> None:
     """Scripted pushes must give the reference bookkeeping; real SSP runs must respect the bound."""
     if not callable(fn):
@@ -169,6 +172,7 @@ def check_on_push(fn: Callable, real_runs: tuple[tuple[int, int | None], ...] = 
 
 
 # ----------------------------------------------------------------------------- Q3
+@own_work(Q3, forbid=("course_lib.gossip", "course_lib.parameter_server", "torch.distributed"))
 def check_gossip_step(fn: Callable, world_sizes: tuple[int, ...] = (3, 4), n: int = 5) -> None:
     """Rank r must return ``(x_{r-1} + x_r + x_{r+1}) / 3`` (ring, weights 1/3), by p2p only."""
     for p in world_sizes:
@@ -184,8 +188,9 @@ def check_gossip_step(fn: Callable, world_sizes: tuple[int, ...] = (3, 4), n: in
             if torch.allclose(out, (left + x + right) / 3):
                 continue
             if torch.allclose(out, x / 2 + (left + right) / 4):
-                raise CheckFailed(Q3, f"rank {r}'s result used weight 1/2 for itself: the rows of W must sum to 1 "
-                                  "with 1/3 each for self, left and right")
+                raise CheckFailed(Q3, f"rank {r}'s result used weight 1/2 for itself and 1/4 for each neighbour: "
+                                  "that row does sum to 1, but the question's W gives 1/3 each to self, left and "
+                                  "right (the ring's uniform averaging)")
             if torch.allclose(out, left + x + right):
                 raise CheckFailed(Q3, f"rank {r} returned the sum of the three models: multiply each by its "
                                   "weight 1/3 (a row of W sums to 1)")

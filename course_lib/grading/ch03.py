@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import only_point_to_point, run_learner
 
@@ -62,6 +63,7 @@ def _decode(v: float, p: int) -> tuple[list[int], int, int] | None:
     return ranks, ik % 64, ik // 64
 
 
+@own_work(Q1, forbid=("torch.distributed", "course_lib.collectives"))
 def check_ring_reduce_scatter(fn: Callable, world_sizes: tuple[int, ...] = (2, 4), m: int = 3) -> None:
     """Rank r must return sum over ranks of chunk r, having sent exactly p-1 chunks."""
     for p in world_sizes:
@@ -78,13 +80,20 @@ def check_ring_reduce_scatter(fn: Callable, world_sizes: tuple[int, ...] = (2, 4
             parts = [_decode(float(v), p) for v in out.flatten()]
             if any(d is None for d in parts):
                 raise CheckFailed(Q1, f"with {p} ranks, rank {r} returned {out.tolist()}, which is not a sum of one "
-                                  f"chunk from several ranks: did you add a received chunk into the wrong place, "
+                                  f"chunk from several ranks: did you add a received chunk into the wrong place "
+                                  f"(an index off by one?), "
                                   f"or return a receive buffer that was never waited on?")
             ranks, chunk, _ = parts[0]
             if ranks == list(range(p)) and chunk != r:
                 raise CheckFailed(Q1, f"with {p} ranks, rank {r} ended with chunk {chunk} instead of chunk {r} "
                                   f"(off by one): in step s send chunk (rank - s - 1) % p and add the received "
                                   f"chunk to (rank - s - 2) % p, so that after p-1 steps chunk `rank` is complete")
+            if ranks == [r] and chunk == r and p > 2 and stats.sent_bytes == (p - 1) * m * 8:
+                # all p-1 steps ran, yet nothing reached chunk r: the indices are shifted by one
+                raise CheckFailed(Q1, f"with {p} ranks, rank {r}'s chunk {r} was never added to (off by one): the "
+                                  f"chunk you add into and the one you return differ by one step; in step s send "
+                                  f"chunk (rank - s - 1) % p and add the received chunk to (rank - s - 2) % p, so "
+                                  f"that chunk `rank` is the one completed last")
             if ranks != list(range(p)):
                 missing = sorted(set(range(p)) - set(ranks))
                 raise CheckFailed(Q1, f"with {p} ranks, rank {r}'s chunk {chunk} contains the inputs of ranks "
@@ -112,6 +121,7 @@ def _ag_input(j: int, p: int, m: int) -> torch.Tensor:
     return x
 
 
+@own_work(Q2, forbid=("torch.distributed", "course_lib.collectives"))
 def check_ring_all_gather(fn: Callable, world_sizes: tuple[int, ...] = (2, 4), m: int = 3) -> None:
     """Every rank must return the concatenation of all ranks' chunks, having sent p-1 chunks."""
     for p in world_sizes:

@@ -16,6 +16,7 @@ import torch
 from course_lib import comm
 from course_lib.configs import toy_config
 from course_lib.ddp import assign_buckets
+from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import run_learner
 from course_lib.model import GPT
@@ -51,6 +52,7 @@ def _q1_rank(cls: type, rank: int, world_size: int, cap: int) -> dict:
     return {"grads": grads, "local": local, "stats": comm.get_stats(), "backward_end": backward_end}
 
 
+@own_work(Q1, forbid=("course_lib.ddp", "course_lib.zero", "torch.nn.parallel", "torch.distributed"), allow=("course_lib.ddp.assign_buckets",))
 def check_bucketed_all_reduce(cls: type, world_sizes: tuple[int, ...] = (2,), caps: tuple[int, ...] = (2048,)) -> None:
     """After ``loss.backward(); hooks.finish()`` every rank's gradients must be the mean over the
     ranks (= the full-batch gradient), with one async all_reduce per bucket, all launched
@@ -131,6 +133,7 @@ def _q2_reference(p: int, n: int, steps: int) -> tuple[torch.Tensor, torch.Tenso
     return theta.detach(), opt.state[theta]["exp_avg"]
 
 
+@own_work(Q2, forbid=("course_lib.zero", "course_lib.ddp", "torch.distributed"), allow=("course_lib.zero.adamw_update_",))
 def check_zero1_step(fn: Callable, world_sizes: tuple[int, ...] = (2,), n: int = 12, steps: int = 3) -> None:
     """``fn(rank, world_size, params, grad, state, lr)``, called ``steps`` times, must leave
     ``params`` equal to AdamW on the whole vector with the mean gradient, on every rank, while

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib import comm
+from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import run_learner
 from course_lib.tensor_parallel import reduce_from_tp, vocab_range
@@ -57,6 +58,7 @@ def _q1_rank(f_cls: type, g_cls: type, rank: int, world_size: int, n: int) -> di
                 z_after=z_after, g_fwd=g_fwd, g_bwd=g_bwd)
 
 
+@own_work(Q1, forbid=("course_lib.tensor_parallel", "course_lib.sequence_parallel", "course_lib.tp_gpt", "torch.distributed"))
 def check_conjugate_operators(f_cls: type, g_cls: type, world_sizes: tuple[int, ...] = (2,), n: int = 6) -> None:
     """``f``: identity forward, all-reduce backward; ``g``: all-reduce forward, identity backward.
     Rank r feeds f its own x_r and weighs the output by (r + 1); it feeds g a vector of (r + 1)."""
@@ -142,6 +144,7 @@ def _q2_shapes_first(cls: type, p: int, n_in: int, n_out: int) -> None:
                               f"splits the input features, the columns linear.weight[:, {r * k}:{(r + 1) * k}]")
 
 
+@own_work(Q2, forbid=("course_lib.tensor_parallel", "course_lib.sequence_parallel", "course_lib.tp_gpt", "torch.distributed"))
 def check_row_parallel_linear(cls: type, world_sizes: tuple[int, ...] = (2,), n_in: int = 8, n_out: int = 6,
                               rows: int = 5) -> None:
     """``cls(linear, rank, world_size, reduce)`` holds columns ``[r k, (r+1) k)`` of
@@ -234,6 +237,7 @@ def _local_max_variant(z: torch.Tensor, y: torch.Tensor, p: int) -> float:
     return (s.log() - (z[torch.arange(len(y)), y] - m_owner)).mean().item()
 
 
+@own_work(Q3, forbid=("course_lib.tensor_parallel", "course_lib.sequence_parallel", "course_lib.tp_gpt", "torch.distributed"))
 def check_vocab_parallel_cross_entropy(fn, world_sizes: tuple[int, ...] = (2,), n: int = 12, vocab: int = 10) -> None:
     """``fn(logits_shard, targets, start)`` on rank r, with the logits of token ids
     ``[start, start + logits_shard.shape[1])``, must return ``F.cross_entropy`` of the full

@@ -45,3 +45,22 @@ def all_to_all_p2p(rank, world_size, x):
     return out
 ''', None),
 }
+
+# Borrowed answers: torch's built-in collective, with dummy point-to-point traffic of the
+# expected size so that the byte counters look right.
+MORE_WRONG["all_to_all_torch_builtin"] = ("q3-answer", '''
+import torch.distributed as dist
+def all_to_all_p2p(rank, world_size, x):
+    out = [torch.empty_like(t) for t in x]
+    dist.all_to_all(out, list(x))
+    return out
+''', "borrows torch.distributed")
+MORE_WRONG["ring_shift_builtin_plus_dummy_p2p"] = ("q1-answer", '''
+def ring_shift(rank, world_size, x):
+    parts = [torch.empty_like(x) for _ in range(world_size)]
+    torch.distributed.all_gather(parts, x)
+    reqs = [comm.isend(x, (rank + 1) % world_size), comm.irecv(torch.empty_like(x), (rank - 1) % world_size)]
+    for req in reqs:
+        req.wait()
+    return parts[(rank - 1) % world_size]
+''', "borrows torch.distributed")

@@ -103,3 +103,19 @@ def my_milp_bottleneck(problem):
     return (0,) * (problem.k - 1)
 ''', "one device per module"),
 }
+
+# Borrowed answers: the course's own solvers, reached through the checker module or imported.
+MORE_WRONG["cost_from_checker_module"] = ("q1-answer", '''
+def my_cost(problem, x, objective):
+    return ch01.cost(problem, x, objective)
+''', "borrows course_lib.allocation.cost.cost")
+MORE_WRONG["chain_dp_imported"] = ("q2-answer", '''
+def my_chain_dp(problem, objective):
+    from course_lib.allocation import chain_dp
+    return chain_dp(problem, objective)
+''', "borrows course_lib.allocation")
+MORE_WRONG["milp_imported"] = ("q3-answer", '''
+from course_lib.allocation import milp_assign as _milp
+def my_milp_bottleneck(problem):
+    return _milp(problem, "bottleneck")
+''', "borrows course_lib.allocation.milp.milp_assign")

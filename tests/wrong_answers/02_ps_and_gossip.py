@@ -27,7 +27,7 @@ def gossip_step(rank, world_size, x):
     for req in reqs:
         req.wait()
     return x / 2 + (a + b) / 4
-''', "used weight 1/2 for itself"),
+''', "that row does sum to 1, but the question's W gives 1/3 each"),
 }
 
 MORE_WRONG = {
@@ -84,3 +84,15 @@ def gossip_step(rank, world_size, x):
     return x
 ''', None),
 }
+
+# Borrowed answers: the course's own implementations.
+MORE_WRONG["on_push_borrowed"] = ("q2-answer", '''
+import course_lib.parameter_server as ps
+def on_push(book, k):
+    return ps.on_push(book, k)
+''', "borrows course_lib.parameter_server.on_push")
+MORE_WRONG["gossip_mix_borrowed"] = ("q3-answer", '''
+from course_lib.gossip import gossip_mix, ring_mixing_matrix
+def gossip_step(rank, world_size, x):
+    return gossip_mix(x, ring_mixing_matrix(world_size), rank)
+''', "borrows course_lib.gossip")

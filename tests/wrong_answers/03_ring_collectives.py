@@ -59,3 +59,35 @@ RIGHT = {
             comm.send(send, right)
 '''}),
 }
+
+# Borrowed answers: the course's ring, and gloo's reduce-scatter behind dummy p2p traffic.
+MORE_WRONG["reduce_scatter_borrowed"] = ("q1-answer", '''
+from course_lib.collectives import ring_reduce_scatter as course_rs
+def ring_reduce_scatter(rank, world_size, x):
+    return course_rs(x)
+''', "borrows course_lib.collectives")
+MORE_WRONG["reduce_scatter_builtin_plus_dummy_p2p"] = ("q1-answer", '''
+def ring_reduce_scatter(rank, world_size, x):
+    torch.distributed.all_reduce(x)
+    chunks = x.chunk(world_size)
+    buf = torch.empty_like(chunks[0])
+    for s in range(world_size - 1):
+        reqs = [comm.isend(chunks[0], (rank + 1) % world_size), comm.irecv(buf, (rank - 1) % world_size)]
+        for req in reqs:
+            req.wait()
+    return chunks[rank]
+''', "borrows torch.distributed")
+
+# An index off by one in both the send and the add: the complete chunk ends at rank + 1.
+MORE_WRONG["rs_indices_off_by_one"] = ("q1-answer", {
+    "comm.isend(chunks[(rank - s - 1) % world_size], right)": "comm.isend(chunks[(rank - s) % world_size], right)",
+    "chunks[(rank - s - 2) % world_size].add_(buf)": "chunks[(rank - s - 1) % world_size].add_(buf)"},
+    "(off by one)")
+# A loop that never ends inside a worker: not a deadlock, and not told so.
+MORE_WRONG["ag_infinite_loop"] = ("q2-answer", '''
+def ring_all_gather(rank, world_size, x):
+    s = 0
+    while s < world_size - 1:
+        x = x + 0
+    return x
+''', "an infinite loop?")

@@ -48,3 +48,12 @@ MORE_WRONG = {
         "    comm.all_reduce(grad)\n    g = grad[rank * s:(rank + 1) * s].clone()\n"},
         "needs exactly comm.reduce_scatter_tensor"),
 }
+
+# Borrowed answer: torch's ZeRO-1 optimizer.
+MORE_WRONG["zero1_torch_builtin"] = ("q2-answer", '''
+from torch.distributed.optim import ZeroRedundancyOptimizer
+def zero1_step(rank, world_size, params, grad, state, lr):
+    ZeroRedundancyOptimizer
+    comm.all_reduce(grad)
+    params -= lr * grad / world_size
+''', "borrows torch.distributed")

@@ -188,3 +188,11 @@ def vocab_parallel_cross_entropy(logits_shard, targets, start):
 ''', "only from the rank whose range"),
     ("q3-answer", "from course_lib.tensor_parallel import vocab_parallel_cross_entropy", "write your own"),
 ]
+
+# Borrowed answer: the course's own row-parallel layer as the base class.
+MORE_WRONG = {}
+MORE_WRONG["row_parallel_subclass"] = ("q2-answer", '''
+from course_lib import tensor_parallel as tp
+class RowParallelLinear(tp.RowParallelLinear):
+    pass
+''', "borrows course_lib.tensor_parallel")

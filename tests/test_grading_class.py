@@ -1,0 +1,139 @@
+"""Grading a class as an instructor would: a folder of real submissions of chapter 0 with a
+patched checker, a borrowed built-in, a kernel-killing answer, a stripped and a renamed
+notebook and a truncated file; every one gets a row, scores are written as each finishes,
+``--resume`` grades only what is new, and the borrow search is fooled by no plain import."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.grading import autograde, ch03
+from course_lib.grading.borrow import borrowed
+from course_lib.grading.feedback import CheckFailed
+from course_lib.grading.notebook import for_grading, is_test, meta
+
+ROOT = Path(__file__).resolve().parents[1]
+SOL = ROOT / "solutions" / "00_collectives.ipynb"
+
+
+def _with(replace: dict[str, str], strip: bool = False):
+    nb = nbformat.read(SOL, 4)
+    for c in nb.cells:
+        if meta(c).get("grade_id") in replace:
+            c.source = replace[meta(c)["grade_id"]]
+        if strip:
+            c.metadata = {}
+    return nb
+
+
+PATCH_CHECKER = """ch00.check_ring_shift = lambda *a, **k: print('✓ Q1 ring_shift passed')
+import course_lib.grading.harness as h
+h.only_point_to_point = lambda *a, **k: None
+def ring_shift(rank, world_size, x):
+    return x.clone()
+"""
+BUILTIN = """import torch.distributed as dist
+def all_to_all_p2p(rank, world_size, x):
+    out = [torch.empty_like(t) for t in x]
+    dist.all_to_all(out, list(x))
+    return out
+"""
+KILL = "import os\nos._exit(1)\ndef naive_all_reduce(rank, world_size, x):\n    return x\n"
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    d = tmp_path_factory.mktemp("class")
+    subs = {"cheat/00_collectives.ipynb": _with({"q1-answer": PATCH_CHECKER, "q3-answer": BUILTIN}),
+            "killer/00_collectives.ipynb": _with({"q2-answer": KILL}),
+            "stripped/00_collectives.ipynb": _with({}, strip=True),
+            "renamed/00_collectives-Copy1.ipynb": _with({})}
+    for rel, nb in subs.items():
+        (d / rel).parent.mkdir()
+        nbformat.write(nb, d / rel)
+    (d / "corrupt").mkdir()
+    (d / "corrupt" / "00_collectives.ipynb").write_text(SOL.read_text()[:300])
+    out = d / "scores.csv"
+    assert autograde.main([str(d), "--out", str(out), "-j", "2", "--cell-timeout", "30"]) == 0
+    return d, out
+
+
+def _rows(path: Path) -> dict[str, dict]:
+    return {r["student"]: r for r in csv.DictReader(open(path, newline=""))}
+
+
+def test_patched_checker_and_borrowed_builtin_score_zero(graded_class):
+    rows = _rows(graded_class[1])
+    cheat = rows["cheat"]
+    assert (cheat["00.q1"], cheat["00.q2"], cheat["00.q3"]) == ("0.0", "3.0", "0.0"), cheat
+    assert "returned its own tensor" in cheat["feedback"]  # the patch did not reach the check
+    assert "borrows torch.distributed" in cheat["feedback"]
+
+
+def test_every_submission_gets_a_row(graded_class):
+    rows = _rows(graded_class[1])
+    assert set(rows) == {"cheat", "killer", "stripped", "renamed", "corrupt"}
+    assert rows["corrupt"]["status"].startswith("unreadable notebook (NotJSONError")
+    assert rows["renamed"]["assignment"] == "00_collectives.ipynb" and rows["renamed"]["score"] == "8.0"
+    assert "by content" in rows["renamed"]["status"]
+    assert rows["stripped"]["score"] == "8.0", rows["stripped"]["feedback"]
+    killer = rows["killer"]
+    assert killer["00.q2"] == "0.0" and "this cell killed the kernel" in killer["feedback"], killer
+    assert (killer["00.q1"], killer["00.q3"]) == ("2.0", "3.0")
+
+
+def test_student_totals_and_resume(graded_class):
+    d, out = graded_class
+    per_student = _rows(autograde.students_csv(out))
+    assert per_student["renamed"]["00.total"] == "8.0" and per_student["renamed"]["total"] == "8.0"
+    assert per_student["cheat"]["00.total"] == "3.0"
+    assert "unreadable" in per_student["corrupt"]["problems"]
+    before = _rows(out)
+    (d / "late").mkdir()
+    nbformat.write(nbformat.read(ROOT / "exercises" / SOL.name, 4), d / "late" / SOL.name)
+    assert autograde.main([str(d), "--out", str(out), "--resume", "--student", "late", "--student", "cheat"]) == 0
+    after = _rows(out)
+    assert set(after) == set(before) | {"late"} and after["late"]["score"] == "0.0"
+    assert {k: after[k]["seconds"] for k in before} == {k: r["seconds"] for k, r in before.items()}
+
+
+def test_timeout_is_validated(tmp_path):
+    with pytest.raises(SystemExit):
+        autograde.main([str(tmp_path), "--cell-timeout", "0.5"])
+
+
+def test_stripped_notebook_keeps_tests_in_place():
+    src = nbformat.read(SOL, 4)
+    nb = for_grading(_with({}, strip=True), src)
+    ids = [meta(c).get("grade_id") for c in nb.cells if is_test(c)]
+    assert ids == ["q1", "q2", "q3"]
+    first_test = next(i for i, c in enumerate(nb.cells) if is_test(c))
+    assert "def ring_shift" in nb.cells[first_test - 1].source
+
+
+def test_borrow_search_follows_helpers_and_local_imports():
+    ns = {"__name__": "__main__"}
+    exec("import torch\nfrom course_lib import comm\n"
+         "def helper(x):\n    from course_lib.collectives import ring_reduce_scatter\n    return ring_reduce_scatter(x)\n"
+         "def answer(rank, world_size, x):\n    return helper(x)\n"
+         "def honest(rank, world_size, x):\n    comm.send(x, 0)\n    return x\n", ns)
+    forbid = ("course_lib.collectives", "torch.distributed")
+    assert borrowed(ns["answer"], forbid)[0].startswith("course_lib.collectives")
+    assert borrowed(ns["honest"], forbid) is None
+    with pytest.raises(CheckFailed, match="borrows course_lib.collectives"):
+        ch03.check_ring_reduce_scatter(ns["answer"])
+
+
+def test_release_has_no_solutions_or_hidden_tests(tmp_path):
+    from course_lib.grading import release
+    copied, skipped = release.release(tmp_path / "learners")
+    out = tmp_path / "learners"
+    assert not (out / "solutions").exists() and not (out / "tests" / "wrong_answers").exists()
+    assert (out / "exercises" / SOL.name).exists() and (out / "course").exists()
+    assert "tests/test_grading.py" in skipped and "solutions/00_collectives.ipynb" in skipped
+    for p in out.rglob("*.ipynb"):
+        text = p.read_text()
+        assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text, p
