@@ -116,9 +116,9 @@ def test_q2_gpipe_order_and_missing_division_fail():
 
 
 def test_calling_the_course_implementation_is_refused():
-    from course_lib.pipeline_schedules import one_f_one_b
-
-    def borrowed(rank, p, m):
-        return [(a.kind, a.mb) for a in one_f_one_b(p, m).ranks[rank] if a.is_compute]
-    with pytest.raises(CheckFailed, match="calls the course's one_f_one_b"):
-        ch06.check_one_f_one_b(borrowed)
+    answer = {"__name__": "__main__"}  # defined as in a notebook cell, where the borrow search looks
+    exec("from course_lib.pipeline_schedules import one_f_one_b\n"
+         "def borrowed(rank, p, m):\n"
+         "    return [(a.kind, a.mb) for a in one_f_one_b(p, m).ranks[rank] if a.is_compute]\n", answer)
+    with pytest.raises(CheckFailed, match="borrows course_lib.pipeline_schedules.one_f_one_b"):
+        ch06.check_one_f_one_b(answer["borrowed"])

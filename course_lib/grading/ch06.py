@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from course_lib import comm
+from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import run_learner
 from course_lib.model import GPT, GPTConfig
@@ -33,33 +34,18 @@ DEADLOCK_HINT = (
     "sends block, neither reaches its receive. Send with comm.isend (wait on the Works at the end).")
 
 
-COURSE_Q1 = {"one_f_one_b", "make_schedule", "SCHEDULES", "zero_bubble_h1", "interleaved_1f1b", "gpipe", "_reference"}
-COURSE_Q2 = {"run_schedule", "train_pipeline", "train_pipelines"}
-
-
-def _names_used(fn: Callable) -> set[str]:
-    """Every global or attribute name the function's code (and its nested functions) mentions."""
-    names: set[str] = set()
-    todo = [getattr(fn, "__code__", None)]
-    while todo:
-        code = todo.pop()
-        if code is None:
-            continue
-        names.update(code.co_names + code.co_freevars)
-        todo += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return names
-
-
-def _own_work(question: str, fn: Callable, forbidden: set[str]) -> None:
-    used = sorted(_names_used(fn) & forbidden)
-    expect(not used, question, f"your function calls the course's {', '.join(used)}: this question asks you to "
-           "write it yourself, from the description above")
+# What each question asks the learner to write, so an answer may not use it (course_lib.grading.borrow).
+FORBID_Q1 = ("course_lib.pipeline_schedules.one_f_one_b", "course_lib.pipeline_schedules.make_schedule",
+             "course_lib.pipeline_schedules.gpipe", "course_lib.pipeline_schedules.interleaved_1f1b",
+             "course_lib.pipeline_schedules.zero_bubble_h1", "course_lib.pipeline_schedules.SCHEDULES",
+             "course_lib.pipeline_parallel", "course_lib.runs.pipeline_parallel", "torch.distributed.pipelining")
+FORBID_Q2 = ("course_lib.pipeline_parallel", "course_lib.runs.pipeline_parallel", "torch.distributed")
 
 
 # ----------------------------------------------------------------------------- Q1
+@own_work(Q1, forbid=FORBID_Q1)
 def check_one_f_one_b(fn: Callable, sizes: tuple[tuple[int, int], ...] = ((2, 4), (4, 8), (4, 4))) -> None:
     """``fn(rank, p, m)`` -> rank's compute order; checked by simulation for each (p, m)."""
-    _own_work(Q1, fn, COURSE_Q1)
     for p, m in sizes:
         compute = []
         for r in range(p):
@@ -137,11 +123,11 @@ def _traced(fn: Callable) -> Callable:
     return worker
 
 
+@own_work(Q2, forbid=FORBID_Q2)
 def check_two_stage(fn: Callable, ms: tuple[int, ...] = (4,)) -> None:
     """``fn(rank, world_size, job)`` runs 1F1B on two ranks; returns sum_i loss_i / m on rank 1."""
     if not callable(fn):
         raise CheckFailed(Q2, f"expected your function, got {type(fn).__name__}; run its cell first")
-    _own_work(Q2, fn, COURSE_Q2)
     for m in ms:
         jobs, model, mbs = _setup(m)
         res = run_learner(Q2, _traced(fn), 2, jobs, deadlock_hint=DEADLOCK_HINT, timeout=TIMEOUT)

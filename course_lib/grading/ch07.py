@@ -16,26 +16,13 @@ from typing import Callable
 import torch
 
 from course_lib import comm
+from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import run_learner
 
 Q1, Q2, Q3 = "Q1 majority vote", "Q2 Top-K with error feedback", "Q3 PowerSGD step"
-_COURSE_NAMES = {"compression", "SignMajority", "pack_signs", "unpack_signs", "TopK", "PowerSGD", "EFSign"}
-
-
-def _own_work(question: str, fn: Callable) -> None:
-    """Fail if the learner's function calls the course's own compressors."""
-    if not callable(fn):
-        raise CheckFailed(question, f"expected your function, got {type(fn).__name__}; run the cell that defines it")
-    names, todo = set(), [getattr(fn, "__code__", None)]
-    while todo:
-        code = todo.pop()
-        if code is None:
-            continue
-        names |= set(code.co_names)
-        todo += [c for c in code.co_consts if hasattr(c, "co_names")]
-    used = sorted(names & _COURSE_NAMES)
-    expect(not used, question, f"your function uses the course's {used}: write it with torch and comm only")
+# What the questions ask the learner to write, so an answer may not use it (course_lib.grading.borrow).
+FORBID = ("course_lib.compression", "torch.distributed.algorithms.ddp_comm_hooks", "torch.distributed")
 
 
 def _stats_bytes(stats) -> tuple[int, dict]:
@@ -57,10 +44,10 @@ def _q1_rank(fn: Callable, rank: int, world_size: int, grad: torch.Tensor):
     return fn(grad)
 
 
+@own_work(Q1, forbid=FORBID)
 def check_majority_vote(fn: Callable, world_sizes: tuple[int, ...] = (3,), sizes: tuple[int, ...] = (64, 37)) -> None:
     """``fn(grad)`` on every rank must return ``sign(sum_r sign(g_r))`` (+1 for g >= 0) while
     its collectives take ``ceil(n/8)`` bytes per rank: the signs packed 8 to a byte."""
-    _own_work(Q1, fn)
     for p in world_sizes:
         for n in sizes:
             grads = _q1_inputs(p, n)
@@ -129,13 +116,13 @@ def _q2_reference(grads: list[list[torch.Tensor]], k: int, error_feedback: bool 
     return outs, res
 
 
+@own_work(Q2, forbid=FORBID)
 def check_topk_ef(fn: Callable, world_sizes: tuple[int, ...] = (2,), shape: tuple[int, ...] = (8, 25), k: int = 6,
                   steps: int = 3) -> None:
     """``out, residual = fn(grad, residual, k)``, called ``steps`` times per rank: ``out`` must be
     ``(1/p) sum_r c_r`` with ``c_r`` the k largest-magnitude entries of ``p_r = grad_r + residual_r``
     over the *whole* tensor, the new residual ``p_r - c_r``, and the collectives must carry only
     k values and k indices per rank (all-gathered)."""
-    _own_work(Q2, fn)
     for p in world_sizes:
         grads = _q2_inputs(p, shape, steps)
         want, want_res = _q2_reference(grads, k)
@@ -183,11 +170,11 @@ def _q3_rank(fn: Callable, rank: int, world_size: int, case: tuple):
     return fn(M.clone(), Q.clone())
 
 
+@own_work(Q3, forbid=FORBID)
 def check_powersgd_step(fn: Callable, world_sizes: tuple[int, ...] = (2,), m: int = 12, n: int = 9, r: int = 2) -> None:
     """``approx, Q_new = fn(M, Q)`` (M: this rank's m x n matrix, Q: n x r, equal on all ranks):
     ``P = mean_r(M_r Q)``, orthonormalised; ``Q_new = mean_r(M_r^T P)``; ``approx = P Q_new^T``,
     with two all-reduces of ``4 r (m + n)`` bytes in all."""
-    _own_work(Q3, fn)
     for p in world_sizes:
         Ms, Q = _q3_inputs(p, m, n, r)
         P_raw = sum(M @ Q for M in Ms) / p

@@ -57,7 +57,7 @@ def majority_vote(grad):
 from course_lib.compression import SignMajority
 def majority_vote(grad):
     return SignMajority().reduce(grad)
-''', 'write it with torch and comm only'),
+''', 'borrows course_lib.compression.SignMajority'),
     "no_error_feedback": ("q2-answer", '''
 def topk_ef(grad, residual, k):
     p = grad.reshape(-1)
