@@ -21,9 +21,10 @@ test_correct_answer_passes, test_wrong_answer_gets_its_hint = check_tests("01", 
 
 
 def test_checks_pass_on_the_course_solvers():
-    ch01.check_cost(cost)
-    ch01.check_chain_dp(lambda p, o: chain_dp(p, o).assignment)
-    ch01.check_milp_bottleneck(lambda p: milp_assign(p, "bottleneck").assignment)
+    # __wrapped__: the checks themselves, without own_work's refusal of the course's code
+    ch01.check_cost.__wrapped__(cost)
+    ch01.check_chain_dp.__wrapped__(lambda p, o: chain_dp(p, o).assignment)
+    ch01.check_milp_bottleneck.__wrapped__(lambda p: milp_assign(p, "bottleneck").assignment)
 
 
 def test_time_limit_stops_enumeration():
