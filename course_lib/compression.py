@@ -301,12 +301,25 @@ class EFSign(Compressor):
         return [Message("all_gather", math.ceil(math.prod(shape) / 8) + 4, 1)]
 
 
-# =============================================================================== 5. random-K
 def _k_of(ratio: float, n: int) -> int:
     return max(1, int(ratio * n))
 
 
-class RandomK(Compressor):
+class _Sparsifier(Compressor):
+    """What random-K and Top-K share: the fraction ``ratio`` of elements kept, and the residual
+    ``e`` that error feedback carries to the next step (one per bucket ``key``)."""
+
+    def __init__(self, label: str, ratio: float, error_feedback: bool, collectives: str) -> None:
+        super().__init__(collectives)
+        if not 0 < ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1] (the fraction of elements sent), got {ratio!r}")
+        self.ratio, self.error_feedback = ratio, error_feedback
+        self.residual: dict[Hashable, torch.Tensor] = {}
+        self.name = f"{label} {ratio:g}" + (" +EF" if error_feedback else "")
+
+
+# =============================================================================== 5. random-K
+class RandomK(_Sparsifier):
     """k = ``max(1, int(ratio n))`` coordinates drawn from a generator with the *same* seed
     on every rank, so no index travels: one all-reduce of ``4k`` bytes (Stich et al. 2018).
     With ``error_feedback`` the unsent coordinates wait in a residual; without it the kept
@@ -314,13 +327,8 @@ class RandomK(Compressor):
 
     def __init__(self, ratio: float = 0.01, error_feedback: bool = True, seed: int = 0,
                  collectives: str = "gloo") -> None:
-        super().__init__(collectives)
-        if not 0 < ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1] (the fraction of elements sent), got {ratio!r}")
-        self.ratio, self.error_feedback = ratio, error_feedback
+        super().__init__("random-k", ratio, error_feedback, collectives)
         self.gen = torch.Generator().manual_seed(seed)  # identical stream on every rank
-        self.residual: dict[Hashable, torch.Tensor] = {}
-        self.name = f"random-k {ratio:g}" + (" +EF" if error_feedback else "")
 
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
         self._check(g)
@@ -341,7 +349,7 @@ class RandomK(Compressor):
 
 
 # =============================================================================== 6. Top-K + EF
-class TopK(Compressor):
+class TopK(_Sparsifier):
     """Top-K with memory (Stich, Cordonnier & Jaggi 2018, NeurIPS; Lin et al. 2018, DGC):
     ``p = g + e;  c = top_k(|p|);  e <- p - c``; rank r's ``c_r`` travels as k fp32 values
     and k int32 indices (``8k`` bytes, ratio ``2k/n``). The ranks' indices differ, so the
@@ -349,12 +357,7 @@ class TopK(Compressor):
     received volume grows as (p-1) 8k. Every rank then forms ``(1/p) sum_r c_r``."""
 
     def __init__(self, ratio: float = 0.01, error_feedback: bool = True, collectives: str = "gloo") -> None:
-        super().__init__(collectives)
-        if not 0 < ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1] (the fraction of elements sent), got {ratio!r}")
-        self.ratio, self.error_feedback = ratio, error_feedback
-        self.residual: dict[Hashable, torch.Tensor] = {}
-        self.name = f"top-k {ratio:g}" + (" +EF" if error_feedback else "")
+        super().__init__("top-k", ratio, error_feedback, collectives)
 
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
         self._check(g)
