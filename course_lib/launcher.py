@@ -24,8 +24,9 @@ What it takes care of, and why each matters in a classroom:
   dtypes: with ``check_collectives=True`` (the default) PyTorch compares every collective's
   fingerprint across ranks before running it (``TORCH_DISTRIBUTED_DEBUG=DETAIL``), and you get a
   :class:`CollectiveMismatchError` at once, naming each rank's call and your line, instead of
-  a deadlock after ``timeout`` seconds. The check costs one extra small all-gather per
-  collective (``./course bench launch`` measures it); benchmarks and timing cells turn it off.
+  a deadlock after ``timeout`` seconds. The check costs one extra small exchange per
+  collective, a few milliseconds on a laptop: it matters for many tiny collectives, not for
+  large ones (``./course bench launch`` measures it); benchmarks and timing cells turn it off.
 * A crash in C code (e.g. a send to a rank that does not exist): the crashed rank's Python
   stack at the moment of the crash, so you see your line.
 * Interrupting the kernel ends the workers too; a worker whose kernel dies kills itself.

@@ -13,7 +13,7 @@
   process (:mod:`.checker`), so an answer cell cannot patch them.
 * ``python -m course_lib.grading.release DIR`` writes the learners' copy (:mod:`.release`).
 
-Conventions a chapter follows (chapters 0-5 do; a new chapter NN adopts them as it is):
+Conventions a chapter follows (chapters 0-7 do; a new chapter NN adopts them as it is):
 
 1. ``solutions/NN_name.ipynb``: the code cells before the first answer cell are the imports,
    and they import only what the learner may use (never the module function the question asks
