@@ -197,6 +197,7 @@ def _unchecked_twin_group():
     It carries what the check must not see: messages (:func:`course_lib.comm.set_point_to_point_group`)
     and torch's own DDP, whose C++ logger crashes (SIGSEGV, torch 2.13) on a checked group.
     """
+    # Imported here for the same reason as in _worker_main: the launcher itself needs no torch.
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -14,8 +14,8 @@ import torch
 
 from course_lib import comm
 from course_lib.data import get_batch, load_dataset
-from course_lib.model import GPT, GPTConfig
-from course_lib.tensor_parallel import param_count_per_rank, vocab_parallel_cross_entropy
+from course_lib.model import GPT, MLP, GPTConfig
+from course_lib.tensor_parallel import ParallelMLP, param_count_per_rank, vocab_parallel_cross_entropy
 from course_lib.tp_gpt import TensorParallelGPT, gather_dim, saved_activation_bytes, unshard
 from course_lib.train import make_optimizer
 
@@ -237,9 +237,6 @@ def time_parallel_mlp(rank: int, world_size: int, width: int = 256, batch: tuple
                       steps: int = 10, warmup: int = 2) -> dict:
     """Worker: median seconds of forward + backward of one tensor-parallel MLP
     (width -> 4 width -> width) on a (B, T, width) input; barrier-synchronised."""
-    from course_lib.model import MLP
-    from course_lib.tensor_parallel import ParallelMLP
-
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=2, n_head=1, n_embd=width)
     mlp = ParallelMLP(MLP(cfg), rank, world_size)
