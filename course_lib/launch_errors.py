@@ -17,6 +17,17 @@ PEER_CLOSED = re.compile(
     r"failed to pass monitoredBarrier",  # the collective check's barrier: a peer died, not this rank
     re.IGNORECASE,
 )
+_C10_LOG = re.compile(r"(\[rank\d+\]:)?\[[EW]\d{4} ")  # PyTorch's C++ log line: [rank0]:[E1201 22:37:32...
+
+
+def echoes_peer_failure(line: str) -> bool:
+    """True for a line a rank's C++ runtime logs only because a peer died.
+
+    Whether it appears depends on timing (was this rank still connecting?), and the launcher
+    reports the peer's real cause anyway; printing it would make outputs differ run to run.
+    """
+    return "failed to pass monitoredBarrier" in line or bool(
+        _C10_LOG.match(line) and PEER_CLOSED.search(line))
 
 
 class LaunchError(RuntimeError):

@@ -55,7 +55,8 @@ from typing import Any, Callable
 import cloudpickle
 
 from course_lib.launch_errors import (MISMATCH, PEER_CLOSED, CollectiveMismatchError, DeadlockError,  # noqa: F401
-                                      LaunchError, WorkerError, mismatch_error, where_stuck)
+                                      LaunchError, WorkerError, echoes_peer_failure, mismatch_error,
+                                      where_stuck)
 
 DEFAULT_TIMEOUT = 30.0  # seconds for a whole run; chapters with long training runs pass more
 CHECK_COLLECTIVES = True  # compare every collective across ranks first (see launch's docstring)
@@ -362,7 +363,7 @@ def _print_outputs(run_dir: str, world_size: int, already: list[int]) -> None:
     for r in range(world_size):
         text = _read(os.path.join(run_dir, f"rank{r}.out"))[already[r]:]
         for line in text.splitlines():
-            if "failed to pass monitoredBarrier" not in line:  # the collective check's echo of a peer's failure
+            if not echoes_peer_failure(line):
                 print(f"[rank {r}] {line}")
 
 
@@ -472,7 +473,8 @@ def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done) -
                 text = _read(os.path.join(run_dir, f"rank{r}.out"))
                 end = text.rfind("\n", printed[r]) + 1
                 for line in text[printed[r]:end].splitlines():
-                    print(f"[rank {r}] {line}", flush=True)
+                    if not echoes_peer_failure(line):
+                        print(f"[rank {r}] {line}", flush=True)
                 printed[r] = max(printed[r], end)
         failed = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
         if len(finished) == world_size:

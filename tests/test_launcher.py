@@ -347,3 +347,14 @@ def test_a_crash_in_c_code_shows_the_learners_line():
     checkout_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + "/"
     assert checkout_parent not in str(e.value) and os.path.expanduser("~") + "/" not in e.value.worker_traceback
     assert_no_leftovers()
+
+
+def test_only_c10_echoes_of_a_dead_peer_are_held_back_from_the_output():
+    from course_lib.launch_errors import echoes_peer_failure
+
+    gloo = ("[rank0]:[E1201 22:37:32.596473771 ProcessGroupGloo.cpp:67] Gloo connectFullMesh failed with "
+            "[pair.cc:553] Connection closed by peer [127.0.0.1]:36541.")
+    assert echoes_peer_failure(gloo)
+    # the learner's own prints stay, even when they mention a failure
+    assert not echoes_peer_failure("read failed: connection closed by peer")
+    assert not echoes_peer_failure("[E1201 loss is nan]")
