@@ -272,7 +272,20 @@ def _start_full_server() -> None:
         server.set_forkserver_preload(_PRELOAD_FULL)
         _full_server = server
     os.environ["COURSE_FORKSERVER_READY"] = _full_ready  # read by course_lib._forkserver_ready
-    threading.Thread(target=server.ensure_running, name="course-forkserver-full", daemon=True).start()
+    threading.Thread(target=_without_ctrl_c, args=(server.ensure_running,), name="course-forkserver-full",
+                     daemon=True).start()
+
+
+def _without_ctrl_c(start_server: Callable[[], None]) -> None:
+    """Start a forkserver with SIGINT blocked, as :func:`_start` does for the first one.
+
+    Ctrl-C (or Jupyter stopping its kernels) signals the whole process group; a server still
+    importing torch would print a long KeyboardInterrupt traceback that means nothing to a
+    learner. The blocked mask is per thread and inherited by the spawned server and its workers;
+    the launcher ends workers itself, with SIGTERM.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    start_server()
 
 
 def _switch_to_full_server() -> None:
@@ -297,7 +310,7 @@ def warm_up() -> None:
 
     def start() -> None:
         _context()
-        forkserver.ensure_running()  # spawns (exec) a fresh server; it imports _PRELOAD
+        _without_ctrl_c(forkserver.ensure_running)  # spawns (exec) a fresh server; it imports _PRELOAD
 
     threading.Thread(target=start, name="course-forkserver-warm-up", daemon=True).start()
 
