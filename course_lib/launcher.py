@@ -471,6 +471,10 @@ def launch(
     finally:
         _end(procs)
         shutil.rmtree(run_dir, ignore_errors=True)
+        # An error raised here keeps this frame alive in its traceback (a notebook keeps the last
+        # one). Drop the queue and event now, so their semaphores are freed now, not reported as
+        # "leaked" by multiprocessing's resource tracker when the kernel shuts down.
+        del procs, done, release
 
 
 def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done) -> LaunchError | None:

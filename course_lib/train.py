@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from course_lib.configs import reference_config
 from course_lib.data import CharTokenizer, TextDataset, get_batch, load_dataset
 from course_lib.model import GPT, GPTConfig
+from course_lib.progress import progress as progress_bar
 
 # The reference run's settings. ``./course bench train`` measures it against the targets below.
 # Why lr 2e-3: the loss falls steadily, while at 6e-3..1e-2 it stalls near the entropy of the
@@ -175,7 +175,7 @@ def train(model: GPT, data: TextDataset, steps: int = DEFAULT_STEPS,
     block_size = model.config.block_size
     model.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), disable=not progress, desc="train", unit="step")
+    bar = progress_bar(range(steps), disable=not progress, desc="train", unit="step")
     for step in bar:
         if eval_every and step % eval_every == 0:
             hist.val_loss.append((step, estimate_loss(model, data.val, batch_size, eval_iters)))
