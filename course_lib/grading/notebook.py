@@ -42,6 +42,13 @@ def without_markers(source: str) -> str:
     return MARKER.sub("", source)
 
 
+HOW_IT_WORKS = """**How this notebook works.** Write each answer where it says `YOUR CODE HERE` (and delete the
+`raise NotImplementedError()`), then run the check cell below it: ✓ means it passed; otherwise the
+check says what differs, on which rank, and gives a hint. *Run All* stops at the first check that
+fails: that is expected, not a crash. Fix that answer and run again from there. Your saved
+notebook is graded with the same checks and a few hidden ones."""
+
+
 def to_exercise(nb: Any) -> Any:
     """The student version of a solution notebook: stubs, no hidden tests, no outputs."""
     ex = nbformat.from_dict(nb)
@@ -52,6 +59,7 @@ def to_exercise(nb: Any) -> Any:
         elif is_answer(cell):  # a written answer
             cell.source = SOLUTION.sub("YOUR ANSWER HERE\n", cell.source)
     ex.metadata.pop("widgets", None)
+    ex.cells.insert(1, nbformat.v4.new_markdown_cell(HOW_IT_WORKS, id="how-it-works"))  # a fixed id: same file each time
     return ex
 
 

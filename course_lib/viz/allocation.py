@@ -34,14 +34,15 @@ def draw_timeline(problem: Problem, x: Sequence[int], n_microbatches: int, ax, t
     t = [load[d] for _, _, d in runs]
     start = flow_shop(t, n_microbatches)
     colors = plt.cm.viridis(np.linspace(0.1, 0.9, n_microbatches))
+    makespan = float(start[-1, -1] + t[-1]) if runs else 0.0
     for s, (a, b, d) in enumerate(runs):
         for i in range(n_microbatches):
             ax.broken_barh([(start[i, s], t[s])], (s - 0.4, 0.8), color=colors[i], edgecolor="white")
-            if t[s] > 0:
+            if t[s] > makespan / 60:  # a label on a sliver of a bar only smudges it
                 ax.text(start[i, s] + t[s] / 2, s, str(i), ha="center", va="center", fontsize=7, color="white")
     ax.set_yticks(range(len(runs)), [f"{problem.devices[d].name}\nmodules {a}..{b - 1}" for a, b, d in runs],
                   fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("time [s]")
     ax.set_title(title, fontsize=9)
-    return float(start[-1, -1] + t[-1]) if runs else 0.0
+    return makespan

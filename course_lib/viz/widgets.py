@@ -36,21 +36,28 @@ def interact(fn: Callable[..., Any], **controls: Any) -> ipywidgets.interactive:
     The controls are ipywidgets' abbreviations (``(lo, hi, step)`` tuples, lists of options) or
     widgets. ``fn`` draws its picture with matplotlib (``plt.show()``) or prints one line.
     """
-    first: list[str] = []
+    first: list[str | None] = []
 
     @functools.wraps(fn)
     def draw(**values: Any) -> None:
-        # Run fn with its output captured, then show what it drew: the first picture is kept
-        # for the fallback without drawing it twice.
-        with capture_output() as out:
+        if first:  # later frames go straight to the widget
             fn(**values)
-        if out.stdout:
+            return
+        # The first frame runs here, inside the cell that creates the widget: capture what fn
+        # shows, keep its picture for the fallback, then show it (so it is drawn only once).
+        # Later frames run inside the kernel's widget-message handler, where capturing is unsafe.
+        try:
+            with capture_output() as out:
+                fn(**values)
+        finally:
+            pictures = [shown.data["image/png"] for shown in out.outputs if "image/png" in shown.data]
+            first.append(pictures[0] if pictures else None)
             print(out.stdout, end="")
-        for shown in out.outputs:
-            if not first and "image/png" in shown.data:
-                first.append(shown.data["image/png"])
-            display(shown)
+            for shown in out.outputs:
+                display(shown)
 
     widget = ipywidgets.interactive(draw, **controls)
+    for control in widget.kwargs_widgets:
+        control.style.description_width = "initial"  # show "bandwidth_gbps", not "bandwidt..."
     display(_WidgetWithPicture(widget, first[0] if first else None))
     return widget
