@@ -69,16 +69,16 @@ def test_check_prints_its_recorded_output(name):
 # Absolute paths of an authoring machine, in any file a learner gets (sources, notebooks and their
 # committed outputs, documents). Tracebacks in notebook outputs are the usual way they creep in.
 MACHINE_PATH = re.compile(r"(?<![\w.~])/(?:work|tmp|home|root|Users|mnt|opt/conda)/[\w.-]")
-SEARCHED = ["notebooks", "solutions", "exercises", "docs", "course_lib", "tests"]
+SEARCHED = ["notebooks", "solutions", "exercises", "docs", "course_lib", "tests", "jupyter_config"]
 
 
 def test_no_path_of_the_authoring_machine():
     hits = []
-    for folder in SEARCHED:
-        for path in sorted((ROOT / folder).rglob("*")):
-            if path.suffix not in {".py", ".ipynb", ".md", ".txt", ".cfg", ".json"} or not path.is_file():
-                continue
-            for k, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-                if path.name != "test_seed_checks.py" and MACHINE_PATH.search(line):
-                    hits.append(f"{path.relative_to(ROOT)}:{k}: {line.strip()[:120]}")
+    files = [p for folder in SEARCHED for p in sorted((ROOT / folder).rglob("*"))]
+    for path in files + sorted(ROOT.glob("*.md")) + sorted(ROOT.glob("*.ipynb")):
+        if path.suffix not in {".py", ".ipynb", ".md", ".txt", ".cfg", ".json"} or not path.is_file():
+            continue
+        for k, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if path.name != "test_seed_checks.py" and MACHINE_PATH.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{k}: {line.strip()[:120]}")
     assert not hits, "absolute paths of the authoring machine:\n" + "\n".join(hits)
