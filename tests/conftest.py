@@ -12,3 +12,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+_SESSION_START = __import__("time").time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the browser test's screenshots (written during this run) at the end of the output."""
+    import pathlib
+
+    shots = pathlib.Path(__file__).resolve().parents[1] / "build" / "browser"
+    new = sorted(p for p in shots.glob("*.png") if p.stat().st_mtime >= _SESSION_START)
+    if new:
+        terminalreporter.write_sep("-", f"browser screenshots ({len(new)})")
+        for p in new:
+            terminalreporter.write_line(str(p.relative_to(shots.parents[1])))

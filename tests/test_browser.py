@@ -52,9 +52,14 @@ def lab(tmp_path_factory):
     port, token = _free_port(), secrets.token_hex(16)
     work = tmp_path_factory.mktemp("lab")
     log = work / "server.log"
+    # The test must not save the notebooks it runs: autosave off, in settings of its own.
+    settings = work / "user-settings" / "@jupyterlab" / "docmanager-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text('{"autosave": false}')
     proc = subprocess.Popen(
         [os.path.join(ROOT, "course"), "lab", "--no-browser", f"--port={port}", f"--IdentityProvider.token={token}",
-         "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={work}"],
+         "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={work}",
+         f"--LabApp.user_settings_dir={work / 'user-settings'}"],
         cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 60
     while True:
@@ -216,6 +221,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, path):
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console.append(str(e)))
     problems = []
+    committed = open(os.path.join(ROOT, path), "rb").read()
     t0 = time.time()
     try:
         _open(page, url, token, path)
@@ -240,6 +246,8 @@ def test_notebook_runs_in_jupyterlab(lab, browser, path):
         _shut_down_kernel(page)
     finally:
         context.close()
+    if open(os.path.join(ROOT, path), "rb").read() != committed:
+        problems.append("the committed notebook was overwritten (autosave must be off in the test)")
     problems += [f"browser console error: {m[:300]}" for m in console]
     server = log.read_text()[log_start:]
     problems += [f"server log: {ln[:300]}" for ln in server.splitlines() if ln.strip() and not SERVER_NOISE.search(ln)]
