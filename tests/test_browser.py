@@ -236,9 +236,11 @@ def test_notebook_runs_in_jupyterlab(lab, browser, path):
             problems += [f"{where} wrote a traceback to stderr: {s[-300:]}" for s in c["stderr"] if "Traceback" in s]
         moves, widget_problems = _sweep_widgets(page)
         problems += widget_problems
-        first_picture = page.locator(f"{PANEL} .jp-OutputArea-output img").first
-        if first_picture.count():
-            first_picture.scroll_into_view_if_needed()
+        # The screenshot shows the first widget (after its sweep), else the first picture.
+        for shown in (f"{PANEL} .widget-interact", f"{PANEL} .jp-OutputArea-output img"):
+            if page.locator(shown).count():
+                page.locator(shown).first.scroll_into_view_if_needed()
+                break
         os.makedirs(SHOTS, exist_ok=True)
         shot = os.path.join(SHOTS, os.path.basename(path).replace(".ipynb", ".png"))
         page.screenshot(path=shot)
