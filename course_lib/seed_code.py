@@ -350,11 +350,15 @@ def static_facts(code: str) -> dict:
     * ``calls``: how often each function or method name is called (``"run"`` counts
       ``strategy.run``).
     """
-    tree = ast.parse(code)
+    if not isinstance(code, str):
+        raise TypeError(f"static_facts reads Python source text (a str), got {type(code).__name__}")
+    tree = ast.parse(code)  # a SyntaxError here says where; first_error() reports it as text
     bound, read = set(dir(builtins)), []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (read.append(node.id) if isinstance(node.ctx, ast.Load) else bound.add(node.id))
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            read.append(node.id)
+        elif isinstance(node, ast.Name):
+            bound.add(node.id)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound.add(node.name)
         elif isinstance(node, ast.arg):
