@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,30 @@ def test_seed_ddp_loop_as_written_and_its_bugs():
     assert seed_code.first_error(seed_code.SEED_MODEL_PARALLEL_CODE).startswith("IndentationError")
     with pytest.raises(ValueError, match="variant must be one of"):
         seed_code.seed_code("tf")
+
+
+def test_seed_tensorflow_blocks_read_without_tensorflow():
+    # errata 02-8 and 03-11: what chapters 2 and 4 print about the seeds' TensorFlow code
+    seed02 = seed_code.static_facts(seed_code.SEED_TF_MIRRORED_CODE)
+    assert seed02["undefined"] == ["embedding_dim", "hidden_size", "num_classes", "train_data", "vocab_size"]
+    assert seed02["made_in_scope"] == [] and {"model", "optimizer"} <= set(seed02["made_outside_scope"])
+    fixed02 = seed_code.static_facts(seed_code.TF_MIRRORED_FIXED)
+    assert fixed02["undefined"] == [] and {"model", "optimizer"} <= set(fixed02["made_in_scope"])
+    seed03 = seed_code.static_facts(seed_code.SEED_TF_DATA_PARALLEL_CODE)
+    assert seed03["placeholders"] == 4 and "run" not in seed03["calls"]
+    fixed03 = seed_code.static_facts(seed_code.TF_DATA_PARALLEL_FIXED)
+    assert fixed03["placeholders"] == 0 and fixed03["undefined"] == []
+    assert fixed03["calls"]["run"] == 1 and fixed03["calls"]["experimental_distribute_dataset"] == 1
+    with pytest.raises(ValueError, match="variant must be"):
+        seed_code.run_tf_data_parallel(0, 1, variant="mirrored", config=None)
+
+
+@pytest.mark.skipif(not os.environ.get("COURSE_SEEDS"), reason="needs the seed articles: set COURSE_SEEDS")
+def test_seed_code_blocks_are_verbatim():
+    folder = Path(os.environ["COURSE_SEEDS"])
+    blocks = {name: re.findall(r"```python\n(.*?)```", (folder / name).read_text(encoding="utf-8"), re.S)
+              for name in ("02-distributed-deployment.md", "03-parallel-computing.md", "05-communication-optimization.md")}
+    assert blocks["02-distributed-deployment.md"][0] == seed_code.SEED_TF_MIRRORED_CODE
+    assert blocks["03-parallel-computing.md"][:2] == [seed_code.SEED_TF_DATA_PARALLEL_CODE,
+                                                      seed_code.SEED_MODEL_PARALLEL_CODE]
+    assert seed_code.SEED_DDP_CODE in blocks["05-communication-optimization.md"]
