@@ -89,7 +89,8 @@ def time_rows(sizes: dict[str, list[tuple[int, int]]], seeds: int, milp_limit: f
                 mark = ""
                 if goal is not None:
                     med = statistics.median(sorted(proven_cpu))
-                    mark = f"{med:.2f} < {goal:g}: {'met' if med < goal else 'not met'}"
+                    shown = f"{med:.2f} s" if math.isfinite(med) else "unproven"
+                    mark = f"{shown} (goal < {goal:g} s): {'met' if med < goal else 'not met'}"
                 out.append(f"{name:<18}{obj:<11}{k:>4}{n:>4}{statistics.median(secs):>10.4f}"
                            f"{max(secs):>9.3f}{statistics.median(cpus):>8.3f}{max(cpus):>9.3f}"
                            f"  {proven}/{len(secs):<5} {mark}"
