@@ -38,9 +38,12 @@ communication. `milp_assign` below explains what keeps the answers exact on any 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 import warnings
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -204,10 +207,32 @@ def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | N
         options.update(objective_bound=cutoff, mip_heuristic_effort=0.01)
     if seconds is not None:
         options["time_limit"] = max(seconds, 1e-3)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_c_stdout():
         warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
         return milp(c, integrality=integrality, bounds=Bounds(lb, ub),
                     constraints=LinearConstraint(A, lo, hi), options=options)
+
+
+@contextmanager
+def _quiet_c_stdout() -> Iterator[None]:
+    """Send the C-level stdout (file descriptor 1) to /dev/null for the duration: HiGHS 1.12
+    prints a debug line ("transformNewIntegerFeasibleSolution tmpSolver.run()") there with a
+    bare printf, past its own output switch, when it re-solves a new solution with tight
+    tolerances; Jupyter would show it in the middle of a lecture's output."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no file descriptor 1 here: nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _Rows:
