@@ -222,7 +222,7 @@ def _quiet_c_stdout() -> Iterator[None]:
     try:
         sys.stdout.flush()
         saved = os.dup(1)
-    except (OSError, ValueError):  # no file descriptor 1 here: nothing to hide
+    except (OSError, ValueError, AttributeError):  # no stdout or no descriptor 1: nothing to hide
         yield
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
