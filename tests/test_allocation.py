@@ -16,6 +16,7 @@ from course_lib.allocation import (
 )
 from course_lib.allocation.generate import KINDS, stress_problem
 from course_lib.allocation.cost import flow_shop
+from course_lib.allocation.milp import _improve
 from course_lib.bench.allocation import main as bench_main
 
 
@@ -185,6 +186,21 @@ def test_milp_time_limit_returns_a_feasible_placement_and_a_bound():
     sol = milp_assign(p, "bottleneck", time_limit=0.5)
     assert not sol.optimal and sol.feasible
     assert sol.info["lower_bound"] <= sol.cost * (1 + 1e-9)
+
+
+def test_milp_starting_placement_search_is_seeded_fits_and_never_worsens():
+    p = random_problem(12, 4, seed=5)
+    for obj in OBJECTIVES:
+        start = chain_dp(p, obj).assignment
+        x = _improve(p, start, obj)
+        assert x == _improve(p, start, obj)
+        assert is_feasible(p, x) and cost(p, x, obj) <= cost(p, start, obj)
+
+
+def test_milp_keeps_highs_debug_prints_out_of_the_output(capfd):
+    # HiGHS 1.12 printf()s a debug line while solving this instance (memory exactly at a limit).
+    sol = milp_assign(stress_problem("memory_at_limit", 5, 3, 5), "latency")
+    assert sol.optimal and "Highs" not in capfd.readouterr().out
 
 
 # --- heuristics never beat the optimum ------------------------------------------------------

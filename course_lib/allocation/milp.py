@@ -38,9 +38,12 @@ communication. `milp_assign` below explains what keeps the answers exact on any 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 import warnings
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -63,55 +66,119 @@ AGREE_RTOL = 1e-5
 LENIENT = 1e-6
 
 
-def _improve(problem: Problem, x: tuple[int, ...], objective: Objective) -> tuple[int, ...]:
-    """Local search: move one module to another device, or swap the devices of two modules,
-    while that lowers the cost (for the bottleneck: the max load, ties broken by the total).
-
-    Loads are recomputed with numpy on arrays, without the argument checks of `cost`, since
-    this runs thousands of times on assignments that are valid by construction.
-    """
-    k, n = problem.k, problem.n
+def _load_matrix(problem: Problem):
+    """What `_loads` needs, built once per problem: compute w_j / s_d (k, n), message costs
+    c_q(d, e) = alpha_de + T_q / B_de with 0 for d = e (E, n, n), the messages' ends (E,)."""
     ej = np.array([j for j, _, _ in problem.edges], dtype=int)
     el = np.array([l for _, l, _ in problem.edges], dtype=int)
     eb = np.array([b for _, _, b in problem.edges], dtype=float)
+    msg = problem.alpha[None] + eb[:, None, None] / problem.B[None]
+    msg[:, np.arange(problem.n), np.arange(problem.n)] = 0.0
+    return problem.w[:, None] / problem.s[None, :], msg, ej, el
 
-    def score(y: np.ndarray) -> tuple[float, float]:
-        if not np.all(fits(np.bincount(y, problem.m, n), problem.M)):
-            return (math.inf, math.inf)
-        load = np.bincount(y, problem.w, n) / problem.s
-        if len(ej):
-            d, e = y[ej], y[el]
-            cut = d != e
-            load += np.bincount(d[cut], problem.alpha[d[cut], e[cut]] + eb[cut] / problem.B[d[cut], e[cut]], n)
-        total = float(load.sum())
-        return (total, total) if objective == "latency" else (float(load.max()), total)
 
-    best_x = np.array(x)
-    best = score(best_x)
-    for _ in range(50):
-        improved = False
-        for j in range(k):
-            for d in range(n):
-                if d != best_x[j]:
-                    y = best_x.copy(); y[j] = d
-                    sc = score(y)
-                    if sc < best:
-                        best_x, best, improved = y, sc, True
-        for j in range(k):
-            for l in range(j + 1, k):
-                if best_x[j] != best_x[l]:
-                    y = best_x.copy(); y[j], y[l] = best_x[l], best_x[j]
-                    sc = score(y)
-                    if sc < best:
-                        best_x, best, improved = y, sc, True
-        if not improved:
+def _loads(problem: Problem, tables, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Device loads L_d (C, n) and memory feasibility (C,) of C assignments Y (C, k) at once:
+    one `bincount` over (candidate, device) pairs instead of a Python loop per candidate.
+    No argument checks: the candidates are valid by construction."""
+    comp, msg, ej, el = tables
+    C, (k, n) = len(Y), comp.shape
+    slot = Y + (np.arange(C) * n)[:, None]                      # (candidate, device) -> one index
+    mem = np.bincount(slot.ravel(), np.tile(problem.m, C), C * n).reshape(C, n)
+    L = np.bincount(slot.ravel(), comp[np.arange(k), Y].ravel(), C * n).reshape(C, n)
+    if len(ej):
+        d, e = Y[:, ej], Y[:, el]
+        L += np.bincount(slot[:, ej].ravel(), msg[np.arange(len(ej)), d, e].ravel(), C * n).reshape(C, n)
+    return L, np.all(fits(mem, problem.M), axis=1)
+
+
+def _neighbours(x: np.ndarray, n: int, longest: int = 8) -> np.ndarray:
+    """Every assignment one step from x:
+    - a run x[a:b] of up to `longest` modules moved to one device (b = a + 1 is a single
+      move; moving a whole block saves the messages that single moves would create);
+    - two modules on different devices swapped;
+    - two maximal blocks (runs of one device) swapped, or all the modules of two devices
+      swapped: the exchanges a pipeline needs to change its device order, which no
+      sequence of improving single moves reaches."""
+    k = len(x)
+    ab = [(a, b) for a in range(k) for b in range(a + 1, min(k, a + longest) + 1)]
+    moves = np.repeat(x[None], len(ab) * n, axis=0)
+    for i, (a, b) in enumerate(ab):
+        moves[i * n:(i + 1) * n, a:b] = np.arange(n)[:, None]
+    j, l = np.triu_indices(k, 1)
+    apart = x[j] != x[l]
+    j, l = j[apart], l[apart]
+    swaps = np.repeat(x[None], len(j), axis=0)
+    swaps[np.arange(len(j)), j], swaps[np.arange(len(j)), l] = x[l], x[j]
+    starts = np.flatnonzero(np.diff(x, prepend=-1))
+    runs = list(zip(starts, np.append(starts[1:], k)))
+    blocks = []
+    for r, (a, b) in enumerate(runs):
+        for c, d in runs[r + 1:]:
+            if x[a] != x[c]:
+                y = x.copy(); y[a:b], y[c:d] = x[c], x[a]; blocks.append(y)
+    for d in range(n):
+        for e in range(d + 1, n):
+            y = x.copy(); y[x == d], y[x == e] = e, d; blocks.append(y)
+    return np.concatenate([moves, swaps] + ([np.array(blocks)] if blocks else []))
+
+
+def _improve(problem: Problem, x: tuple[int, ...], objective: Objective, kicks: int | None = None,
+             seed: int = 0, deadline: float | None = None) -> tuple[int, ...]:
+    """Iterated local search (Lourenco, Martin & Stuetzle 2003, "Iterated local search"):
+    descend to a local optimum by the best neighbour (`_neighbours`), then `kicks` times
+    move a few short runs to random devices and descend again, keeping the best. By
+    default k kicks for the latency and 3k for the bottleneck, whose landscape is flatter
+    (only the busiest device counts) and whose MILP bound is weaker, so that a better
+    starting placement saves more of HiGHS's search.
+
+    For the bottleneck a neighbour is better when its loads sorted in decreasing order are
+    lexicographically smaller: a move that lowers the second-busiest device counts, which
+    opens the way for the next move to lower the busiest one. The search is seeded, so
+    the same problem always gives the same placement (unless `deadline`, a
+    `time.perf_counter()` value, stops the kicks early).
+    """
+    k, n = problem.k, problem.n
+    tables = _load_matrix(problem)
+    if kicks is None:
+        kicks = k if objective == "latency" else 3 * k
+
+    def keys(Y: np.ndarray) -> np.ndarray:
+        """(C, n) keys, compared lexicographically; inf for a placement that does not fit."""
+        L, ok = _loads(problem, tables, Y)
+        K = L.sum(axis=1, keepdims=True) if objective == "latency" else -np.sort(-L, axis=1)
+        K[~ok] = np.inf
+        return K
+
+    def descend(y: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        while n > 1:
+            Y = _neighbours(y, n)
+            K = keys(Y)
+            i = np.lexsort(K.T[::-1])[0]
+            if not tuple(K[i] * (1 + 1e-12)) < tuple(key):  # no strict improvement left
+                break
+            y, key = Y[i], K[i]
+        return y, key
+
+    best, best_key = descend(np.array(x), keys(np.array(x)[None])[0])
+    rng = np.random.default_rng(seed)
+    for _ in range(kicks if n > 1 else 0):
+        if deadline is not None and time.perf_counter() > deadline:
             break
-    return tuple(int(d) for d in best_x)
+        y = best.copy()
+        for _ in range(2):
+            a = int(rng.integers(k))
+            y[a:a + int(rng.integers(1, 4))] = rng.integers(n)
+        y, key = descend(y, keys(y[None])[0])
+        if tuple(key * (1 + 1e-12)) < tuple(best_key):
+            best, best_key = y, key
+    return tuple(int(d) for d in best)
 
 
-def _quick_incumbent(problem: Problem, objective: Objective) -> tuple[int, ...] | None:
+def _quick_incumbent(problem: Problem, objective: Objective,
+                     deadline: float | None = None) -> tuple[int, ...] | None:
     """Best of the cheap placements (seed greedy; contiguous DP in the given and in the
-    fastest-first device order), improved by local search; None if none fits."""
+    fastest-first device order), improved by iterated local search; None if none fits."""
     found: list[Solution] = [greedy_seed(problem, objective)]
     if problem.is_chain:
         for order in (None, [int(d) for d in np.argsort(-problem.s, kind="stable")]):
@@ -120,7 +187,7 @@ def _quick_incumbent(problem: Problem, objective: Objective) -> tuple[int, ...] 
             except InfeasibleError:
                 pass
     best = min(found, key=lambda sol: sol.cost)
-    return _improve(problem, best.assignment, objective) if best.feasible else None
+    return _improve(problem, best.assignment, objective, deadline=deadline) if best.feasible else None
 
 
 def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | None,
@@ -140,10 +207,32 @@ def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | N
         options.update(objective_bound=cutoff, mip_heuristic_effort=0.01)
     if seconds is not None:
         options["time_limit"] = max(seconds, 1e-3)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_c_stdout():
         warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
         return milp(c, integrality=integrality, bounds=Bounds(lb, ub),
                     constraints=LinearConstraint(A, lo, hi), options=options)
+
+
+@contextmanager
+def _quiet_c_stdout() -> Iterator[None]:
+    """Send the C-level stdout (file descriptor 1) to /dev/null for the duration: HiGHS 1.12
+    prints a debug line ("transformNewIntegerFeasibleSolution tmpSolver.run()") there with a
+    bare printf, past its own output switch, when it re-solves a new solution with tight
+    tolerances; Jupyter would show it in the middle of a lecture's output."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no stdout or no descriptor 1: nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _Rows:
@@ -220,7 +309,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
 
     How it stays exact on any instance the cost model accepts:
     1. Start from a placement that fits, with cost U: `incumbent` ("auto": the best of greedy
-       and the contiguous DPs, improved by single moves; a sequence: yours; None: any
+       and the contiguous DPs, improved by iterated local search; a sequence: yours; None: any
        placement that fits, found by a MILP without objective, which also proves
        infeasibility: InfeasibleError). If U = 0 it is optimal: no cost is negative.
     2. Divide every time by U, so HiGHS's absolute tolerances (1e-6 and so) are relative
@@ -256,7 +345,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
     if isinstance(incumbent, str):
         if incumbent != "auto":
             raise ValueError(f"incumbent must be 'auto', None or an assignment, got {incumbent!r}")
-        known = _quick_incumbent(problem, objective)
+        known = _quick_incumbent(problem, objective, deadline)
     elif incumbent is None:
         known = None
     else:

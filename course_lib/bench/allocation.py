@@ -6,8 +6,11 @@ placements are from the exact optimum.
     ./course bench allocation --quick    # small sizes only, seconds
 
 Times are the median over `--seeds` random instances (`random_problem`, memory slack 1.5),
-wall clock ("median s", "max s") and this process's CPU time ("cpu s", median): on a loaded
-machine the wall time grows with the load, the CPU time much less. Gaps are over
+wall clock ("median s", "max s") and this process's CPU time ("cpu s" median, "max cpu"): on
+a loaded machine the wall time grows with the load, the CPU time much less, so the speed
+goals (issue 16) are judged on CPU time: the median instance must be PROVEN optimal within
+the goal's CPU seconds (HiGHS runs on one thread, so on an idle machine this is also its wall
+time). HiGHS's own limit, `--milp-limit`, is wall-clock and generous. Gaps are over
 `--gap-seeds` other instances.
 A gap is (cost - optimum) / optimum over the instances; "fail" counts instances where the
 heuristic found no memory-feasible assignment although one exists.
@@ -50,6 +53,10 @@ GOALS: dict[tuple[str, str, int, int], float] = {
 
 def time_rows(sizes: dict[str, list[tuple[int, int]]], seeds: int, milp_limit: float,
               objectives: Sequence[Objective] = OBJECTIVES, only_goals: bool = False) -> list[str]:
+    """One row per (solver, objective, size): wall and CPU times over the instances, how many
+    were proven optimal, and for a row with a goal whether it is met: the median over the
+    instances of the CPU time to a PROVEN optimum (an instance stopped by the time limit
+    counts as infinitely slow) must be under the goal."""
     solvers: dict[str, Solver] = {
         "exhaustive_all": exhaustive_all,
         "exhaustive_contig": exhaustive_contiguous,
@@ -57,33 +64,38 @@ def time_rows(sizes: dict[str, list[tuple[int, int]]], seeds: int, milp_limit: f
         "milp": lambda p, o: milp_assign(p, o, time_limit=milp_limit),
     }
     out = [f"{'solver':<18}{'objective':<11}{'k':>4}{'n':>4}{'median s':>10}{'max s':>9}{'cpu s':>8}"
-           "  proven  goal", "-" * 86]
+           f"{'max cpu':>9}  proven  goal (median cpu s to a proven optimum)", "-" * 112]
     for name, solver in solvers.items():
         for k, n in sizes.get(name, []):
             for obj in objectives:
                 goal = GOALS.get((name, obj, k, n))
                 if only_goals and goal is None:
                     continue
-                secs, cpus, proven, tried, worst = [], [], 0, 0, 0.0
+                secs, cpus, proven_cpu, worst = [], [], [], 0.0
                 for p in _instances(k, n, seeds):
                     t0, c0 = time.perf_counter(), time.process_time()
                     try:
                         sol = solver(p, obj)
                     except InfeasibleError:
                         continue
-                    tried += 1
                     secs.append(time.perf_counter() - t0)
                     cpus.append(time.process_time() - c0)
-                    proven += sol.optimal
+                    proven_cpu.append(cpus[-1] if sol.optimal else math.inf)
                     if not sol.optimal:  # stopped by the time limit: how far from proven?
                         worst = max(worst, 1.0 - sol.info["lower_bound"] / sol.cost)
-                if secs:
-                    med = statistics.median(secs)
-                    mark = "" if goal is None else f"< {goal:g} s: {'met' if med < goal and proven == tried else 'MISSED'}"
-                    out.append(f"{name:<18}{obj:<11}{k:>4}{n:>4}{med:>10.4f}"
-                               f"{max(secs):>9.3f}{statistics.median(cpus):>8.3f}  {proven}/{tried:<5} {mark}"
-                               + (f"  (stopped at {milp_limit:g} s; cost - bound <= {worst:.1%} of cost)"
-                                  if proven < tried else ""))
+                if not secs:
+                    continue
+                proven = sum(math.isfinite(c) for c in proven_cpu)
+                mark = ""
+                if goal is not None:
+                    med = statistics.median(sorted(proven_cpu))
+                    shown = f"{med:.2f} s" if math.isfinite(med) else "unproven"
+                    mark = f"{shown} (goal < {goal:g} s): {'met' if med < goal else 'not met'}"
+                out.append(f"{name:<18}{obj:<11}{k:>4}{n:>4}{statistics.median(secs):>10.4f}"
+                           f"{max(secs):>9.3f}{statistics.median(cpus):>8.3f}{max(cpus):>9.3f}"
+                           f"  {proven}/{len(secs):<5} {mark}"
+                           + (f"  ({len(secs) - proven} stopped at {milp_limit:g} s wall; "
+                              f"cost - bound <= {worst:.1%} of cost)" if proven < len(secs) else ""))
     return out
 
 
@@ -135,8 +147,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="only the rows with a speed goal (chain DP 512 x 64, MILP 32 x 8 and 24 x 6)")
     ap.add_argument("--seeds", type=int, default=None, help="instances per size")
     ap.add_argument("--gap-seeds", type=int, default=None, help="instances per gap row")
-    ap.add_argument("--milp-limit", type=float, default=10.0,
-                    help="HiGHS time limit per solve [s] (the goals: 32 x 8 latency and 24 x 6 bottleneck in 10 s)")
+    ap.add_argument("--milp-limit", type=float, default=60.0,
+                    help="HiGHS's wall-clock time limit per solve [s]; generous because a loaded "
+                         "machine gives less CPU per wall second, and the goals are judged on CPU time")
     ap.add_argument("--episodes", type=int, default=2000, help="Q-learning episodes")
     args = ap.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
@@ -153,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                  "milp": [(8, 3), (12, 4), (16, 4), (24, 6), (32, 8)]}
         gap_sizes, episodes, gap_seeds = [(8, 3), (12, 4)], args.episodes, args.gap_seeds or 10
     print(f"Solver time ({seeds} random instances per row; 'proven' = optimality proven/solved; "
-          "goal = median under the time, all proven)")
+          "goal: the median instance proven optimal within the CPU seconds given)")
     print("\n".join(time_rows(sizes, seeds, args.milp_limit, only_goals=args.goals)))
     if args.goals:
         return
