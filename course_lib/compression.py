@@ -364,8 +364,8 @@ class TopK(_Sparsifier):
     push it again, stale). The optimizer is then plain SGD (momentum 0) on the averaged ``c``.
     """
 
-    def __init__(self, ratio: float = 0.01, error_feedback: bool = True, momentum: float = 0.0,
-                 collectives: str = "gloo") -> None:
+    def __init__(self, ratio: float = 0.01, error_feedback: bool = True, collectives: str = "gloo",
+                 momentum: float = 0.0) -> None:
         super().__init__("top-k", ratio, error_feedback, collectives)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1) (0: no momentum correction), got {momentum!r}")

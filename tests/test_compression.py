@@ -230,6 +230,8 @@ def test_error_feedback_residual_keeps_what_was_not_sent():
 def test_bad_arguments_say_what_to_do():
     with pytest.raises(ValueError, match="ratio must be in"):
         C.TopK(0)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        C.TopK(0.01, momentum=1.0)
     with pytest.raises(ValueError, match="levels must be an int"):
         C.QSGD(200)
     with pytest.raises(ValueError, match="collectives must be"):
