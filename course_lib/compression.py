@@ -354,25 +354,46 @@ class TopK(_Sparsifier):
     ``p = g + e;  c = top_k(|p|);  e <- p - c``; rank r's ``c_r`` travels as k fp32 values
     and k int32 indices (``8k`` bytes, ratio ``2k/n``). The ranks' indices differ, so the
     sum has up to p k non-zeros and no ring all-reduce applies: an all-gather, whose
-    received volume grows as (p-1) 8k. Every rank then forms ``(1/p) sum_r c_r``."""
+    received volume grows as (p-1) 8k. Every rank then forms ``(1/p) sum_r c_r``.
 
-    def __init__(self, ratio: float = 0.01, error_feedback: bool = True, collectives: str = "gloo") -> None:
+    ``momentum`` > 0: Deep Gradient Compression's *momentum correction* and *momentum factor
+    masking* (Lin et al. 2018, ICLR, sec. 3.2). Momentum SGD applied after a sparse exchange
+    would only see the coordinates sent; instead each rank keeps its own velocity and
+    accumulates it: ``u <- m u + g;  p = e + u;  c = top_k(|p|);  e <- p - c``, and clears
+    ``u`` where ``c`` was sent (the masking: a sent coordinate's old momentum would otherwise
+    push it again, stale). The optimizer is then plain SGD (momentum 0) on the averaged ``c``.
+    """
+
+    def __init__(self, ratio: float = 0.01, error_feedback: bool = True, collectives: str = "gloo",
+                 momentum: float = 0.0) -> None:
         super().__init__("top-k", ratio, error_feedback, collectives)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1) (0: no momentum correction), got {momentum!r}")
+        self.momentum = momentum
+        self.velocity: dict[Hashable, torch.Tensor] = {}
 
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
         self._check(g)
         n = g.numel()
         k = _k_of(self.ratio, n)
-        p = g.detach().reshape(-1).float() + self.residual.get(key, 0)
+        shape, dtype = g.shape, g.dtype
+        g = g.detach().reshape(-1).float()
+        if self.momentum:
+            u = self.momentum * self.velocity.get(key, 0) + g
+            p = u + self.residual.get(key, 0)
+        else:
+            p = g + self.residual.get(key, 0)
         idx = p.abs().topk(k, sorted=False).indices  # on the flat vector: k of n, not k per row
         values = p[idx]
         if self.error_feedback:
             self.residual[key] = p.index_fill(0, idx, 0.0)
+        if self.momentum:
+            self.velocity[key] = u.index_fill(0, idx, 0.0)
         # One message: the values' bits reinterpreted as int32, then the indices.
         rows = self._all_gather(torch.cat([values.view(torch.int32), idx.to(torch.int32)]))
         out = torch.zeros(n)
         out.index_add_(0, rows[:, k:].reshape(-1).long(), rows[:, :k].contiguous().view(torch.float32).reshape(-1))
-        return (out / rows.shape[0]).view_as(g).to(g.dtype)
+        return (out / rows.shape[0]).view(shape).to(dtype)
 
     def plan(self, shape):
         return [Message("all_gather", 2 * _k_of(self.ratio, math.prod(shape)), 4)]

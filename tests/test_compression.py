@@ -82,7 +82,7 @@ def test_ring_counters_show_all_gather_traffic_growing_with_ranks():
 
 # ----------------------------------------------------------------------------- values
 def _values_worker(rank: int, world_size: int, steps: int) -> dict:
-    cs = _compressors("gloo")
+    cs = {**_compressors("gloo"), "top-k dgc": C.TopK(0.1, momentum=0.9)}
     out: dict = {name: [] for name in cs}
     for t in range(steps):
         for name, c in cs.items():
@@ -94,7 +94,7 @@ def _values_worker(rank: int, world_size: int, steps: int) -> dict:
 def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
     """Single-process: what the p ranks together must compute, step by step."""
     shape = SHAPES["matrix"] if name == "powersgd" else SHAPES["vector"]
-    res, e = [], [torch.zeros(shape) for _ in range(p)]
+    res, e, u = [], [torch.zeros(shape) for _ in range(p)], [torch.zeros(shape) for _ in range(p)]
     gen = torch.Generator().manual_seed(0)
     q = None
     for t in range(steps):
@@ -120,6 +120,16 @@ def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
                 keep[v.abs().topk(k).indices] = True
                 outs.append(torch.where(keep, v, 0.0))
                 e[r] = torch.where(keep, 0.0, v)
+            res.append(sum(outs) / p)
+        elif name == "top-k dgc":  # DGC: local velocity u, accumulated into e; both cleared where sent
+            outs = []
+            for r in range(p):
+                u[r] = 0.9 * u[r] + g[r]
+                v = e[r] + u[r]
+                keep = torch.zeros(N, dtype=torch.bool)
+                keep[v.abs().topk(int(0.1 * N)).indices] = True
+                outs.append(torch.where(keep, v, 0.0))
+                e[r], u[r] = torch.where(keep, 0.0, v), torch.where(keep, 0.0, u[r])
             res.append(sum(outs) / p)
         elif name == "random-k":
             idx = torch.randperm(N, generator=gen)[:int(0.1 * N)]
@@ -147,7 +157,7 @@ def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
 def test_results_equal_the_single_process_computation(p):
     steps = 3
     res = launch(_values_worker, p, steps=steps)
-    for name in ("fp32", "sign", "ef-sign", "top-k", "random-k", "powersgd"):
+    for name in ("fp32", "sign", "ef-sign", "top-k", "top-k dgc", "random-k", "powersgd"):
         want = _reference(name, p, steps)
         for rank in range(p):
             for t in range(steps):
@@ -220,6 +230,8 @@ def test_error_feedback_residual_keeps_what_was_not_sent():
 def test_bad_arguments_say_what_to_do():
     with pytest.raises(ValueError, match="ratio must be in"):
         C.TopK(0)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        C.TopK(0.01, momentum=1.0)
     with pytest.raises(ValueError, match="levels must be an int"):
         C.QSGD(200)
     with pytest.raises(ValueError, match="collectives must be"):
@@ -231,13 +243,13 @@ def test_bad_arguments_say_what_to_do():
 
 
 # ----------------------------------------------------------------------------- inside DDP
-def _ddp_worker(rank: int, world_size: int, impl: str, method: str, per_tensor: bool = False) -> dict:
+def _ddp_worker(rank: int, world_size: int, impl: str, method: str, per_tensor: bool = False, **kw) -> dict:
     from course_lib.runs.compression import train_compressed
     from course_lib.data import load_dataset
 
     cfg = toy_config(load_dataset().vocab_size)
     return train_compressed(rank, world_size, config=cfg, steps=3, batch_size=8, method=method, impl=impl,
-                            per_tensor=per_tensor, eval_iters=0)
+                            per_tensor=per_tensor, eval_iters=0, **kw)
 
 
 def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
@@ -247,11 +259,12 @@ def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
     cfg = toy_config(load_dataset().vocab_size)
     plain = launch(train_data_parallel, 2, config=cfg, steps=3, batch_size=8)
     fp32 = launch(_ddp_worker, 2, impl="course", method="fp32")
-    topk = launch(_ddp_worker, 2, impl="course", method="top-k 1% +EF")
+    topk = launch(_ddp_worker, 2, impl="course", method="top-k 1% +EF", warmup_steps=1)
     torch.testing.assert_close(fp32[0]["params"], plain[0]["params"], atol=1e-6, rtol=1e-5)
     n = sum(p.numel() for p in GPT(cfg).parameters())
     assert fp32[0]["bytes_per_step"] == 4 * n
-    assert topk[0]["bytes_per_step"] == 8 * max(1, int(0.01 * n))  # one bucket: the whole model
+    # one bucket, the whole model: 1 dense warm-up step of 4n bytes, then 2 steps of 8k bytes
+    assert topk[0]["bytes_per_step"] == (4 * n + 2 * 8 * max(1, int(0.01 * n))) / 3
     assert torch.equal(topk[0]["params"], topk[1]["params"])  # replicas stay identical
 
 

@@ -49,7 +49,8 @@ def make_compressor(method: str) -> Compressor:
 def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, batch_size: int = 32,
                      method: str = "fp32", impl: str = "course", lr: float = 2e-3, optimizer: str = "adamw",
                      seed: int = 0, bucket_cap_bytes: int = DEFAULT_BUCKET_CAP_BYTES, per_tensor: bool = False,
-                     powersgd_rank: int = 4, momentum: float = 0.0, eval_iters: int = 4) -> dict:
+                     powersgd_rank: int = 4, momentum: float = 0.0, eval_iters: int = 4, warmup_steps: int = 0,
+                     momentum_correction: bool = False) -> dict:
     """One rank of compressed data-parallel training; returns losses, bytes and the final model.
 
     ``impl``: ``"course"`` (:class:`BucketedDDP` with ``compressor=``), ``"torch"`` (PyTorch's
@@ -57,7 +58,17 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
     (PyTorch's own ``powerSGD_hook`` at rank ``powersgd_rank``, error feedback and warm start,
     compressing from the 2nd step: torch requires ``start_powerSGD_iter >= 2``; ``method`` is
     then ignored). ``per_tensor``: compress each parameter's gradient on its own instead of
-    whole flat buckets (ignored by torch's own powerSGD_hook, which always does). Returns this rank's per-step ``losses``
+    whole flat buckets (ignored by torch's own powerSGD_hook, which always does).
+
+    ``warmup_steps``: the first steps all-reduce dense fp32 gradients, then the compressor takes
+    over (the warm-up of Lin et al. 2018, DGC, sec. 3.3, and torch's ``start_powerSGD_iter``):
+    the first steps change the weights the most, and compressing them fills the error-feedback
+    residual with gradients that are soon stale. Their bytes are counted like any others.
+    ``momentum_correction`` (Top-K with ``optimizer="sgd"``): the momentum moves into the
+    compressor (:class:`~course_lib.compression.TopK`'s ``momentum``, DGC's momentum
+    correction) and the optimizer steps with plain SGD.
+
+    Returns this rank's per-step ``losses``
     (their mean over ranks is the global-batch loss), ``bytes_per_step`` (its collectives'
     input bytes, from ``comm``), the comm counters, the final parameters and ``val_loss``.
     """
@@ -65,7 +76,14 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
         raise ValueError(f"impl must be 'course', 'torch' or 'torch-powersgd', got {impl!r}")
     if batch_size % world_size:
         raise ValueError(f"batch_size={batch_size} must split into world_size={world_size} equal shards")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0 (dense steps before compressing), got {warmup_steps}")
     compressor = make_compressor(method) if impl != "torch-powersgd" else None
+    dense = AllReduce()
+    if momentum_correction:
+        if not isinstance(compressor, TopK) or optimizer != "sgd":
+            raise ValueError("momentum_correction needs a Top-K method and optimizer='sgd'")
+        compressor.momentum, momentum = momentum, 0.0  # the compressor keeps the velocity
     data = load_dataset()
     torch.manual_seed(seed)
     model = GPT(config)
@@ -79,18 +97,23 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
         # torch's DDP puts the first bucket's cap at 1 MiB unless told; a huge cap makes one bucket.
         ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap / 2**20)
         if impl == "torch":
-            ddp.register_comm_hook(HookState(compressor, per_tensor=per_tensor), compression_hook)
+            hook_state = HookState(compressor, per_tensor=per_tensor)
+            ddp.register_comm_hook(hook_state, compression_hook)
         else:
             state = torch_powersgd.PowerSGDState(process_group=None, matrix_approximation_rank=powersgd_rank,
-                                                 start_powerSGD_iter=2, use_error_feedback=True,
+                                                 start_powerSGD_iter=max(2, warmup_steps), use_error_feedback=True,
                                                  warm_start=True, random_seed=seed)
             ddp.register_comm_hook(state, torch_powersgd.powerSGD_hook)
     opt = make_optimizer(model, optimizer, lr=lr, **({"momentum": momentum} if optimizer == "sgd" else {}))
     gen = torch.Generator().manual_seed(seed)
     comm.reset_stats()
     losses, t0 = [], time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         x, y = get_batch_shard(data.train, batch_size, config.block_size, gen, rank, world_size)
+        if impl == "course":  # dense fp32 all-reduce during the warm-up steps
+            ddp.compressor = compressor if step >= warmup_steps else None
+        elif impl == "torch":
+            hook_state.compressor = compressor if step >= warmup_steps else dense
         opt.zero_grad(set_to_none=True)
         _, loss = ddp(x, y)
         loss.backward()

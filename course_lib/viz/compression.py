@@ -10,6 +10,12 @@ from course_lib.viz.collectives import PALETTE
 _STYLES = ["-", "--", ":", "-."]
 
 
+def _top(runs: dict[str, list[dict]]) -> float:
+    """Upper y-limit: a little above the starting loss, so that a method that diverges (sign at
+    SGD's learning rate: a +-1 step per coordinate) leaves the plot instead of squashing it."""
+    return 1.15 * max(mean_losses(res)[0] for res in runs.values())
+
+
 def _style(i: int) -> dict:
     return {"color": PALETTE[i % len(PALETTE)], "ls": _STYLES[i // len(PALETTE) % len(_STYLES)], "lw": 1.4}
 
@@ -24,8 +30,8 @@ def plot_loss_steps_bytes(runs: dict[str, list[dict]], title: str = "") -> plt.F
         mb = [res[0]["bytes_per_step"] * (s + 1) / 1e6 for s in range(len(loss))]
         a.plot(range(1, len(loss) + 1), loss, label=method, **_style(i))
         b.plot(mb, loss, label=method, **_style(i))
-    a.set(xlabel="step", ylabel="training loss (global batch)")
-    b.set(xlabel="MB sent per rank (collective inputs, log)", xscale="log")
+    a.set(xlabel="step", ylabel="training loss (global batch)", ylim=(None, _top(runs)))
+    b.set(xlabel="MB sent per rank (collective inputs, log)", xscale="log", ylim=(None, _top(runs)))
     b.legend(fontsize=7, ncol=2)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -42,7 +48,8 @@ def plot_time_to_loss(runs: dict[str, list[dict]], shapes: list[tuple[int, ...]]
             loss = mean_losses(res)
             t = predict_step_seconds(make_compressor(method), shapes, cluster, flop_per_device)
             ax.plot([1e3 * t * (s + 1) for s in range(len(loss))], loss, label=method, **_style(i))
-        ax.set(xlabel="modelled wall-clock time (ms)", ylabel="training loss", title=cluster.name)
+        ax.set(xlabel="modelled wall-clock time (ms)", ylabel="training loss", title=cluster.name,
+               ylim=(None, _top(runs)))
         ax.title.set_fontsize(9)
     axes[0][-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
