@@ -27,3 +27,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", f"browser screenshots ({len(new)})")
         for p in new:
             terminalreporter.write_line(str(p.relative_to(shots.parents[1])))
+
+
+LONG_FILES = ("tests/test_browser.py", "tests/test_environment.py")  # minutes each, run by one worker
+
+
+def pytest_collection_modifyitems(items):
+    """Hand the longest files to the workers first, so they do not finish alone at the end."""
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FILES))
