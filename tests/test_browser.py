@@ -71,7 +71,8 @@ def lab(tmp_path_factory):
                 raise RuntimeError(f"./course lab did not start:\n{log.read_text()}")
             time.sleep(0.2)
     yield f"http://127.0.0.1:{port}", token, log
-    os.killpg(proc.pid, signal.SIGINT)  # as a learner's Ctrl-C: the server shuts its kernels down
+    # SIGTERM: the server shuts its kernels down and exits (one Ctrl-C would only ask to confirm)
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(15)
     except subprocess.TimeoutExpired:

@@ -59,11 +59,13 @@ def test_grader_scores_solution_exercise_and_wrong_answers(solution, tmp_path):
     # One submission per wrong answer: the other answers are the solution's, so only that
     # question may lose points, and every other question must score in full. With two or more
     # questions that already shows every check passing on the solution's answers, so the
-    # solution itself, and a learner's top-level infinite loop that even ignores Ctrl-C with a
-    # deleted test cell, are graded in one chapter only: the grader's handling of them does
-    # not depend on the chapter, and the loop burns a core until its cell times out.
+    # solution itself, the untouched exercise, and a learner's top-level infinite loop that even
+    # ignores Ctrl-C with a deleted test cell, are graded in one chapter only: the grader's
+    # handling of them does not depend on the chapter (each chapter's checks meet the untouched
+    # stubs in tests/test_checks_chNN.py, hint "not answered yet"), and the loop burns a core
+    # until its cell times out.
     first_chapter = solution == SOLUTIONS[0] or len(wrong) < 2
-    subs = {"untouched": exercise} | ({"solution": src} if first_chapter else {})
+    subs = {"untouched": exercise, "solution": src} if first_chapter else {}
     for gid, (code, _) in wrong.items():
         subs[f"wrong-{gid}"] = _submission(src, {gid: code})
     first = next(meta(c)["grade_id"] for c in src.cells if is_answer(c))
@@ -86,8 +88,8 @@ def test_grader_scores_solution_exercise_and_wrong_answers(solution, tmp_path):
     full = sum(meta(c)["points"] for c in tests)
     if first_chapter:
         assert results["solution"].total == full and float(rows["solution"]["score"]) == full
-    assert results["untouched"].total == 0, results["untouched"].feedback
-    assert all("not answered yet" in m for m in results["untouched"].feedback.values())
+        assert results["untouched"].total == 0, results["untouched"].feedback
+        assert all("not answered yet" in m for m in results["untouched"].feedback.values())
 
     # the answer cell with grade_id X is checked by the test cell that follows it
     answer_to_test = {}
