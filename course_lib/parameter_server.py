@@ -23,16 +23,17 @@ each worker sends ``4 Psi`` and receives ``4 Psi``; each of the S servers receiv
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 
-from course_lib import comm
+from course_lib import comm, ssp
 from course_lib.collectives import chunk_bounds
 from course_lib.configs import small_config
 from course_lib.data import load_dataset, shard_batch
 from course_lib.model import GPT, GPTConfig
+from course_lib.ssp import SSPBook
 from course_lib.update_rules import (batch_grad, flat_params, set_flat_params,
                                      step_batch)
 
@@ -172,64 +173,6 @@ def shard_bounds(n: int, n_shards: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-# ----------------------------------------------------------------------------- staleness book
-@dataclass
-class SSPBook:
-    """The server's bookkeeping for asynchronous and bounded-staleness updates.
-
-    ``version``: updates applied so far. ``clock[k]``: gradients worker k has pushed.
-    ``pulled[k]``: the version worker k's current parameters came from. ``waiting``: workers
-    that pushed and wait for parameters. ``s``: the SSP bound (None = ASP, no bound).
-    ``staleness``: tau of every applied gradient, in order; ``worker_of``: who pushed it.
-    """
-
-    n_workers: int
-    s: int | None = None
-    version: int = 0
-    clock: list[int] = field(default_factory=list)
-    pulled: list[int] = field(default_factory=list)
-    waiting: set[int] = field(default_factory=set)
-    staleness: list[int] = field(default_factory=list)
-    worker_of: list[int] = field(default_factory=list)
-    max_gap: int = 0  # largest clock[k] - min(clock) seen when a worker was released
-
-    def __post_init__(self) -> None:
-        if self.n_workers < 1:
-            raise ValueError(f"need at least one worker, got n_workers={self.n_workers}")
-        if self.s is not None and (not isinstance(self.s, int) or self.s < 0):
-            raise ValueError(f"the staleness bound s must be an int >= 0 or None (ASP), got {self.s!r}")
-        self.clock = self.clock or [0] * self.n_workers
-        self.pulled = self.pulled or [0] * self.n_workers
-
-
-def on_push(book: SSPBook, k: int) -> list[int]:
-    """Worker k's gradient has just been applied: do the bookkeeping, return who may go on.
-
-    ``tau = version - pulled[k]`` (updates applied since k pulled), then ``version += 1``,
-    ``clock[k] += 1``; k waits. A waiting worker j is released when
-    ``clock[j] - min_i clock[i] <= s`` (its next step is at most s ahead of the slowest
-    worker, Ho et al. 2013); released workers pull the current version now.
-    """
-    tau = book.version - book.pulled[k]
-    book.staleness.append(tau)
-    book.worker_of.append(k)
-    book.version += 1
-    book.clock[k] += 1
-    book.waiting.add(k)
-    slowest = min(book.clock)
-    released = sorted(j for j in book.waiting if book.s is None or book.clock[j] - slowest <= book.s)
-    for j in released:
-        book.pulled[j] = book.version
-        book.max_gap = max(book.max_gap, book.clock[j] - slowest)
-    book.waiting -= set(released)
-    return released
-
-
-def staleness_bound(n_workers: int, s: int) -> int:
-    """Largest possible staleness under SSP with bound s: ``(W - 1)(2 s + 1)``."""
-    return (n_workers - 1) * (2 * s + 1)
-
-
 # ----------------------------------------------------------------------------- the PS run
 def delayed_gd_critical_step(tau: int, iters: int = 60) -> float:
     """The largest stable ``eta h`` of gradient descent whose gradient is ``tau`` steps old, on ``f = h w^2 / 2``.
@@ -274,14 +217,14 @@ def _check_args(world_size: int, n_servers: int, mode: str, steps: int, lr: floa
 def run_ps(rank: int, world_size: int, problem: Problem, steps: int, lr: float, mode: str = "sync",
            s: int | None = None, n_servers: int = 1, optimizer: str = "sgd",
            delays: list[float] | None = None, eval_every: int = 0,
-           push_hook: Callable[[SSPBook, int], list[int]] = on_push) -> dict:
+           push_hook: Callable[[SSPBook, int], list[int]] = ssp.on_push) -> dict:
     """Launchable parameter-server training: ``launch(run_ps, S + W, problem=..., steps=..., lr=..., mode=...)``.
 
     Every worker computes ``steps`` gradients. ``mode``: ``"sync"`` (BSP, averaged), ``"async"``
     (ASP) or ``"ssp"`` with bound ``s``. ``delays[k]``: seconds worker k sleeps per step (a
     slow worker makes staleness visible). ``eval_every``: server 0 evaluates ``problem.loss``
     every that many gradients applied (0: only at the start and the end). ``push_hook``: the
-    staleness bookkeeping (:func:`on_push`; exercise 2 plugs the learner's in).
+    staleness bookkeeping (:func:`course_lib.ssp.on_push`; exercise 2 plugs the learner's in).
 
     Server rank j returns ``{"w": its slice, "lo", "hi", "history": [(gradients applied,
     seconds, loss)], "book": SSPBook or None, "stats": bytes}``; a worker returns

@@ -3,7 +3,9 @@ on a plausible wrong answer, passes on the solution; the instructor command writ
 an infinite loop costs only its question."""
 from __future__ import annotations
 
+import ast
 import csv
+import importlib
 import shutil
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from wrong_answers import graded_wrong
 
 from course_lib.grading import assign, autograde
+from course_lib.grading.borrow import _dotted, _matches
 from course_lib.grading.notebook import graded_cells, is_answer, meta, strip_hidden, strip_solution, to_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +43,41 @@ def test_every_question_has_a_wrong_answer(solution):
     answers = {meta(c)["grade_id"] for c in nb.cells if is_answer(c)}
     assert answers and answers == set(graded_wrong(solution.stem)), \
         "each answer cell needs a plausible wrong answer in tests/wrong_answers/"
+
+
+def _imports(source: str) -> list[tuple[str, str | None]]:
+    """(module, name or None) for every ``import`` and ``from ... import`` in a cell."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found += [(node.module, a.name) for a in node.names]
+    return found
+
+
+@pytest.mark.parametrize("exercise", sorted((ROOT / "exercises").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_exercises_hand_out_nothing_a_question_asks_for(exercise):
+    """What an exercise imports is the learner's toolbox: never what a question forbids (the
+    course's implementation of the answer) unless the check lists it as handed out
+    (``allow``, e.g. chapter 4's ``assign_buckets``)."""
+    nb = nbformat.read(exercise, 4)
+    chapter = importlib.import_module(f"course_lib.grading.ch{exercise.stem[:2]}")
+    checks = [f for f in vars(chapter).values() if callable(f) and hasattr(f, "forbid")]
+    assert checks, f"{chapter.__name__} has no @own_work check"
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for module, name in _imports(cell.source):
+            if module.startswith("course_lib.grading"):
+                continue
+            obj = importlib.import_module(module) if name is None else \
+                getattr(importlib.import_module(module), name, None)
+            dotted = _dotted(obj) if obj is not None else f"{module}.{name}"
+            for check in checks:
+                hit = _matches(dotted, check.forbid)
+                assert not hit or _matches(dotted, check.allow), \
+                    f"{exercise.name} imports {dotted}, which {check.__name__} forbids ({hit})"
 
 
 def _submission(nb, replace: dict[str, str]):

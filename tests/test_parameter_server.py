@@ -8,8 +8,9 @@ import torch
 from course_lib.data import load_dataset
 from course_lib.launcher import WorkerError, launch
 from course_lib.model import GPT
-from course_lib.parameter_server import (GPTProblem, LeastSquares, SSPBook, expected_bytes, gather_params,
-                                         on_push, run_ps, sgd_reference, shard_bounds, staleness_bound)
+from course_lib.parameter_server import (GPTProblem, LeastSquares, expected_bytes, gather_params, run_ps,
+                                         sgd_reference, shard_bounds)
+from course_lib.ssp import SSPBook, on_push, staleness_bound
 from course_lib.train import make_optimizer
 from course_lib.configs import small_config
 from course_lib.update_rules import flat_params, step_batch

@@ -87,10 +87,15 @@ def gossip_step(rank, world_size, x):
 
 # Borrowed answers: the course's own implementations.
 MORE_WRONG["on_push_borrowed"] = ("q2-answer", '''
+import course_lib.ssp as ssp
+def on_push(book, k):
+    return ssp.on_push(book, k)
+''', "borrows course_lib.ssp.on_push")
+MORE_WRONG["on_push_borrowed_through_ps"] = ("q2-answer", '''
 import course_lib.parameter_server as ps
 def on_push(book, k):
-    return ps.on_push(book, k)
-''', "borrows course_lib.parameter_server.on_push")
+    return ps.ssp.on_push(book, k)
+''', "borrows course_lib.ssp.on_push")
 MORE_WRONG["gossip_mix_borrowed"] = ("q3-answer", '''
 from course_lib.gossip import gossip_mix, ring_mixing_matrix
 def gossip_step(rank, world_size, x):
