@@ -29,6 +29,10 @@ The vocabulary is split the same way: :class:`VocabParallelEmbedding` (rows of t
 and :func:`vocab_parallel_cross_entropy`, which reduces three numbers per token (max,
 sum of exponentials, target logit) instead of gathering the (B, T, V) logits.
 
+Dropout on a split tensor needs masks that agree where the tensor is replicated and differ
+where it is split: :class:`KeyedDropout` (its docstring says how the random numbers are drawn).
+The formulas (bytes per stage and collective, parameters per rank) close the file.
+
 Written for this course; facts and formulas from Megatron-LM (Shoeybi et al. 2019).
 """
 from __future__ import annotations

@@ -22,6 +22,7 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInp
                                                loss_parallel, parallelize_module)
 
 from course_lib import comm
+from course_lib.configs import mlp_config
 from course_lib.data import get_batch, load_dataset
 from course_lib.model import GPT, MLP, GPTConfig
 from course_lib.sequence_parallel import seq_range
@@ -329,8 +330,7 @@ def time_parallel_mlp(rank: int, world_size: int, width: int = 256, batch: tuple
     """Worker: median seconds of forward + backward of one tensor-parallel MLP
     (width -> 4 width -> width) on a (B, T, width) input; barrier-synchronised."""
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=2, n_head=1, n_embd=width)
-    mlp = ParallelMLP(MLP(cfg), rank, world_size)
+    mlp = ParallelMLP(MLP(mlp_config(width)), rank, world_size)
     x = torch.randn(*batch, width)
     times = []
     for i in range(warmup + steps):
