@@ -14,9 +14,10 @@ operators at the region borders:
 An all-reduce is a reduce-scatter followed by an all-gather, so a ring moves the same bytes:
 ``2 (t-1)/t n`` per all-reduce against ``(t-1)/t n + (t-1)/t n``.
 
-What falls is activation memory. The LayerNorm and dropout regions hold (B, T/t, C). And the
-all-gathered (B, T, C) input of a column-parallel layer is *not* kept for backward:
-:func:`gather_linears` keeps this rank's (B, T/t, C) shard and all-gathers it again in
+What falls is activation memory. The LayerNorm and dropout regions hold (B, T/t, C). But
+:func:`gather_from_sp` followed by a column-parallel layer (the plain version) would keep the
+all-gathered (B, T, C) input for the layer's backward, on every rank. The tuned version,
+:func:`gather_linears` (what :class:`~course_lib.tp_gpt.TensorParallelGPT` uses), keeps this rank's (B, T/t, C) shard and all-gathers it again in
 backward, where the weight gradient needs it (Korthikanti et al. sec. 4.2.2: one extra
 all-gather in backward, which Megatron overlaps with the input-gradient GEMM). With that,
 everything a block keeps for backward is split t ways: 1/t of the single-process block's.
