@@ -23,7 +23,7 @@ from course_lib.configs import tp_config
 from course_lib.data import load_dataset
 from course_lib.launcher import launch
 from course_lib.model import GPT, MLP, CausalSelfAttention
-from course_lib.runs.tensor_parallel import compare_torch_tp, compare_tp, tp_with_dropout
+from course_lib.runs.tensor_parallel import compare_torch_tp, compare_tp, measure_comm_per_stage, tp_with_dropout
 from course_lib.sequence_parallel import ring_wire_bytes, seq_range
 from course_lib.tensor_parallel import (AG, AR, RS, ColumnParallelLinear, KeyedDropout, ParallelAttention, ParallelMLP,
                                         RowParallelLinear, VocabParallelEmbedding, comm_bytes_by_op,
@@ -48,6 +48,7 @@ def _all_checks(rank, world_size):
         out["dropout_sp"] = tp_with_dropout(rank, t, config=DROPPED, batch_size=B, sequence_parallel=True)
     if t == 2:
         out["operators"] = _operators(rank, t)
+        out["measured_sp"] = measure_comm_per_stage(rank, t, config=CFG, batch_size=B, sequence_parallel=True)
     return out
 
 
@@ -130,6 +131,15 @@ def test_sequence_parallel_matches_reference_same_traffic_less_memory(t):
         # measured activations: Megatron-SP keeps 1/t of the single-process block, plain TP more
         assert out["act_bytes_per_block"] * t == activation_bytes_per_block(CFG, B, CFG.block_size, 1)
         assert out["act_bytes_per_block"] < tp["act_bytes_per_block"]
+
+
+def test_measure_comm_per_stage_gives_counted_bytes_for_the_bench():
+    for out in _runs(2):
+        m = out["measured_sp"]
+        assert m["formula"] == comm_bytes_by_op(CFG, B, 2, sequence_parallel=True)
+        for d in ("fwd", "bwd"):
+            assert m["counted"][f"block0_{d}"] == m["counted"][f"block1_{d}"] == m["formula"][f"block_{d}"]
+        assert m["counted"]["finish_grads"] == m["formula"]["finish_grads"]
 
 
 @pytest.mark.parametrize("t", [1, 2, 4])
