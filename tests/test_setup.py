@@ -71,3 +71,49 @@ def test_course_lib_readme_maps_every_module():
         named |= {f"grading/ch{i:02d}.py" for i in range(int(lo), int(hi) + 1)}
     assert modules - named == set(), f"modules missing from course_lib/README.md: {sorted(modules - named)}"
     assert named - modules == set(), f"course_lib/README.md names files that do not exist: {sorted(named - modules)}"
+
+
+def _launch_calls_with_positional_lists() -> list[str]:
+    """Every ``launch(fn, world_size, a, b, ...)`` in the course's code and notebooks, as ``file:line``.
+
+    A call of ``launch`` (or ``launcher.launch``) may pass ``fn`` and ``world_size`` by position;
+    everything else goes by name, so the call reads on its own. Notebook lines count within the cell.
+    """
+    import ast
+    import json
+
+    sources: list[tuple[str, str]] = []
+    for folder in ("course_lib", "tests"):
+        sources += [(str(p.relative_to(ROOT)), p.read_text()) for p in sorted((ROOT / folder).rglob("*.py"))]
+    notebooks = [*sorted((ROOT / "notebooks").glob("*.ipynb")), *sorted((ROOT / "solutions").glob("*.ipynb")),
+                 ROOT / "START_HERE.ipynb"]
+    for nb in notebooks:
+        for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                src = "".join(cell["source"])
+                # IPython magics and shell escapes are not Python; blank them out, keeping line numbers.
+                src = "\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in src.split("\n"))
+                sources.append((f"{nb.relative_to(ROOT)} cell {i}", src))
+    found = []
+    for name, src in sources:
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:  # an exercise stub or a cell that shows a syntax error on purpose
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            is_launch = (isinstance(f, ast.Name) and f.id == "launch") or (
+                isinstance(f, ast.Attribute) and f.attr == "launch"
+                and isinstance(f.value, ast.Name) and f.value.id == "launcher")
+            if is_launch and len(node.args) > 2:
+                found.append((name, node.lineno, len(node.args)))
+    return [f"{name} line {line}: {n} positional arguments" for name, line, n in sorted(found)]
+
+
+def test_launch_calls_name_their_arguments():
+    """``launch(fn, world_size, steps=20, lr=1e-3)``, never ``launch(fn, 2, 20, 1e-3)``: nobody can read the latter."""
+    found = _launch_calls_with_positional_lists()
+    assert not found, ("launch() calls that pass more than fn and world_size by position; name the rest "
+                       "(launch(fn, 4, steps=20, lr=1e-3)):\n  " + "\n  ".join(found))
