@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from course_lib import comm
+from course_lib.collectives import chunk_bounds
 from course_lib.ddp import broadcast_parameters
 from course_lib.model import GPT
 
@@ -69,12 +70,13 @@ def adamw_update_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor
 
 
 def shard_range(padded: int, rank: int, world_size: int) -> tuple[int, int]:
-    """``[start, end)`` of rank ``rank``'s shard of a flat buffer of ``padded`` elements."""
+    """``[start, end)`` of rank ``rank``'s shard of a flat buffer of ``padded`` elements: chapter 3's
+    chunk ``rank`` (:func:`course_lib.collectives.chunk_bounds`), all chunks of one size."""
     if padded % world_size:
         raise ValueError(f"a flat buffer of {padded} elements does not split into {world_size} equal shards: "
                          f"pad it to a multiple of world_size ({math.ceil(padded / world_size) * world_size})")
-    s = padded // world_size
-    return rank * s, (rank + 1) * s
+    bounds = chunk_bounds(padded, world_size)
+    return bounds[rank], bounds[rank + 1]
 
 
 # ----------------------------------------------------------------------------- flat units
