@@ -10,9 +10,10 @@ import torch
 from course_lib import comm
 from course_lib.gossip import (check_mixing_matrix, complete_mixing_matrix, consensus_distance,
                                expected_bytes_per_step, gossip_mix, ring_all_reduce_mean, ring_mixing_matrix,
-                               ring_spectral_gap, spectral_gap, train_decentralized)
+                               ring_spectral_gap, spectral_gap)
 from course_lib.launcher import launch
 from course_lib.parameter_server import LeastSquares
+from course_lib.runs.gossip import train_decentralized
 
 
 def _mix_worker(rank, world_size, how):

@@ -1,10 +1,17 @@
 """The setup the README promises: pins agree, commands exist, the package imports cleanly."""
 from __future__ import annotations
 
+import ast
+import importlib
+import json
+import pkgutil
 import re
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
+
+import course_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,8 +34,6 @@ def test_environment_yml_pins_equal_requirements():
 
 
 def test_installed_versions_match_pins():
-    from importlib.metadata import version
-
     for name, pinned in pins((ROOT / "requirements.txt").read_text().splitlines()).items():
         got = version(name).split("+")[0]
         assert got == pinned, f"{name}: installed {got}, pinned {pinned}; rerun ./course test to reinstall"
@@ -43,11 +48,6 @@ def test_readme_commands_exist():
 
 
 def test_every_module_imports_and_is_documented():
-    import importlib
-    import pkgutil
-
-    import course_lib
-
     for m in pkgutil.walk_packages(course_lib.__path__, "course_lib."):
         if m.name.endswith("__main__"):
             continue
@@ -79,9 +79,6 @@ def _launch_calls_with_positional_lists() -> list[str]:
     A call of ``launch`` (or ``launcher.launch``) may pass ``fn`` and ``world_size`` by position;
     everything else goes by name, so the call reads on its own. Notebook lines count within the cell.
     """
-    import ast
-    import json
-
     sources: list[tuple[str, str]] = []
     for folder in ("course_lib", "tests"):
         sources += [(str(p.relative_to(ROOT)), p.read_text()) for p in sorted((ROOT / folder).rglob("*.py"))]
