@@ -205,8 +205,8 @@ class ZeRO0(nn.Module):
         """AdamW on ``param`` (the unit's whole buffer or my shard of it); its state has the same size."""
         if unit.exp_avg is None:
             unit.exp_avg, unit.exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
-        adamw_update_(param, grad, unit.exp_avg, unit.exp_avg_sq, self.t, self.lr, self.betas, self.eps,
-                      self.weight_decay)
+        adamw_update_(param, grad, unit.exp_avg, unit.exp_avg_sq, step=self.t, lr=self.lr, betas=self.betas,
+                      eps=self.eps, weight_decay=self.weight_decay)
 
     def zero_grad(self) -> None:
         for unit in self.units:
