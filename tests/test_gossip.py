@@ -35,14 +35,14 @@ def _mix_worker(rank, world_size, how):
 @pytest.mark.parametrize("p", [2, 4])
 def test_complete_graph_gossip_equals_all_reduce_average(p):
     ref = launch(_mix_worker, p, how="all_reduce")
-    for how in ("complete", "ring_all_reduce"):
-        out = launch(_mix_worker, p, how=how)
+    runs = {how: launch(_mix_worker, p, how=how) for how in ("complete", "ring_all_reduce")}
+    for out in runs.values():
         for r in range(p):
             torch.testing.assert_close(out[r][0], ref[r][0])
     nbytes = 12 * 4
-    out = launch(_mix_worker, p, how="complete")
+    out = runs["complete"]
     assert all(o[1] == o[2] == (p - 1) * nbytes for o in out)
-    out = launch(_mix_worker, p, how="ring_all_reduce")
+    out = runs["ring_all_reduce"]
     assert all(o[1] == o[2] == expected_bytes_per_step(p, 12, "ring_all_reduce") for o in out)
 
 
