@@ -18,6 +18,7 @@ The launcher resets the counters when a rank starts and sends them back with the
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -366,8 +367,6 @@ def device() -> torch.device:
     Write worker functions with ``x = torch.ones(4, device=comm.device())`` and they run
     unchanged on gloo CPU ranks (the launcher, torchrun) and on nccl GPU ranks (torchrun).
     """
-    import os
-
     if dist.is_initialized() and dist.get_backend() == "nccl":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
