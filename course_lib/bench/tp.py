@@ -1,23 +1,42 @@
 """Chapter 5 benchmark: the tensor-parallel GPT's step time, measured and predicted, per degree.
 
-    ./course bench tp [--degrees 1 2 4] [--steps 10] [--batch 16]
+    ./course bench tp [--degrees 1 2 4] [--steps 10] [--batch 16] [--launches 3] [--no-sp]
 
-Prediction (no fitting to the TP runs themselves):
+Prediction (:func:`predict_step`), from measurements that never run the TP model as a group:
 
-* compute: chapter 1's calibration (:func:`course_lib.allocation.calibrate.profile_gpt`)
-  gives the single-process forward + backward time ``T_c`` of every module; at degree t each
-  rank does ``1/t`` of it, but t processes share the machine's cores, so
-  ``T_c / t * max(1, t / cores)``; plus the AdamW step on one rank's shards, timed here;
-* communication: per step ``4 L + 2`` all-reduces of the (B, T, C) activation and 3 of B T
-  floats (:func:`course_lib.tensor_parallel.comm_bytes_per_layer`), each priced by chapter
-  3's ring formula with the alpha and beta fitted by ping-pong on this machine
-  (:func:`course_lib.alpha_beta.predict`, ``cores`` given).
+    step(t) = (C_t + O_t) * max(1, t / cores) + (4 L + 2) A_t(4 B T C) + 3 A_t(4 B T)
+
+* ``C_t``, ``O_t``: forward + backward, and the AdamW step, of rank 0's share of the degree-t
+  model, timed alone on one process (:func:`course_lib.runs.tensor_parallel.time_tp_shard`):
+  chapter 1's calibration applied to the shard. Not ``T_c / t``: a rank keeps the LayerNorms,
+  residual adds, embeddings and the loss whole, and every operator has a fixed cost that
+  does not shrink when its matrix does; the table prints ``T_c / t`` beside ``C_t``.
+  When the t ranks outnumber the cores, each core runs ``t / cores`` of them in turn.
+* ``A_t(n) = a_t + n b_t``: one gloo all-reduce of n bytes on t ranks of this machine,
+  measured (chapter 3's :func:`course_lib.collectives.measure.measure_algorithms`: started by
+  a barrier, the slowest rank's time, median) and fitted with chapter 3's relative
+  least-squares :func:`course_lib.alpha_beta.fit_alpha_beta`. Not chapter 3's ring formula
+  with the ping-pong alpha (printed beside it as ``ping-pong ring``): a ping-pong is one
+  message between two idle processes, while each gloo all-reduce also hands the tensor from
+  the caller to gloo's worker thread and its TCP thread and back, on every rank, and when t
+  exceeds the cores those threads wait for a core held by another rank.
+* The counts: per step ``4 L + 2`` collectives of the (B, T, C) activation (1 embedding,
+  2 + 2 per block, 1 before the head) and 3 of B T floats in the loss
+  (:func:`course_lib.tensor_parallel.comm_bytes_per_layer`). Under sequence parallelism the
+  ``4 L + 2`` are all-gathers and reduce-scatters (gloo runs a reduce-scatter as a whole
+  all-reduce, so each is priced as an all-reduce of the full activation) plus one all-reduce
+  of the replicated parameters' gradients.
+
+Measured: a step is the slowest rank's time from a common barrier to the end of its AdamW step,
+median over steps, median over ``--launches`` launches; its split is the same rank's time
+inside collectives (``comm``'s timeline; it includes waiting for the slowest peer), in AdamW,
+and the rest (compute). ``load`` is the machine's 1-minute load average after each run: the
+prediction assumes the cores are free for the ranks.
 
 Also printed: bytes per block (forward + backward) from the counters against the formula,
-parameters and one block's activations per rank, measured against the formulas, for plain
-TP and with sequence parallelism (SP's counted bytes are inputs of all-gathers and
-reduce-scatters: same ring traffic, different count; see chapter 5 section 7). ``load`` is
-the machine's 1-minute load average after each run: the prediction assumes idle cores.
+parameters and one block's activations per rank, measured against the formulas, for plain TP
+and with sequence parallelism (SP's counted bytes are inputs of all-gathers and reduce-scatters:
+same ring traffic, different count; see chapter 5 section 7).
 """
 from __future__ import annotations
 
@@ -25,81 +44,177 @@ import argparse
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from course_lib import alpha_beta
 from course_lib.allocation.calibrate import profile_gpt
+from course_lib.collectives.measure import measure_algorithms
 from course_lib.configs import reference_config
 from course_lib.data import load_dataset
 from course_lib.launcher import launch
 from course_lib.model import GPT, MLP, GPTConfig
-from course_lib.runs.tensor_parallel import time_parallel_mlp, time_tp_step
+from course_lib.runs.tensor_parallel import time_parallel_mlp, time_tp_shard, time_tp_step
 from course_lib.tables import format_table
 from course_lib.tensor_parallel import comm_bytes_per_layer, param_count_per_rank
-from course_lib.tp_gpt import TensorParallelGPT, activation_bytes_per_block
-from course_lib.train import make_optimizer
+from course_lib.tp_gpt import activation_bytes_per_block
 
 LINK_SIZES = [4 * 4 ** k for k in range(10)]  # 4 B .. 1 MiB: the activations here are 32 kB - 1 MB
+MLP_WIDTH, MLP_BATCH = 256, (8, 64)
 
 
-def optimizer_seconds(config: GPTConfig, t: int, repeats: int = 20) -> float:
-    """Median seconds of one AdamW step over rank 0's shards at degree t (in this process)."""
-    tp = TensorParallelGPT(GPT(config), 0, t)
-    for p in tp.parameters():
-        p.grad = torch.randn_like(p)
-    opt = make_optimizer(tp)
-    times = []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+@dataclass
+class Calibration:
+    """Everything the prediction uses, measured without running the TP model as a group."""
+
+    cores: int
+    total_compute_s: float  # chapter 1: profile_gpt's single-process fwd + bwd of all modules
+    link: alpha_beta.AlphaBeta  # chapter 3: ping-pong fit (shown for contrast, not used)
+    shard: dict[int, dict] = field(default_factory=dict)  # t -> {"compute_s", "optimizer_s"}
+    all_reduce: dict[int, alpha_beta.AlphaBeta] = field(default_factory=dict)  # t -> A_t fit
+    all_reduce_points: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- the formula
+def collective_counts(config: GPTConfig, batch_size: int, sequence_parallel: bool = False) -> list[tuple[int, int]]:
+    """``[(how many, bytes each), ...]``: the collectives one TP step calls (t > 1).
+
+    ``4 L + 2`` of the activation ``4 B T C`` bytes, 3 of ``4 B T`` (max, sum of exponentials,
+    target logit); with sequence parallelism one more all-reduce of the replicated parameters'
+    gradients (:func:`course_lib.tensor_parallel.param_count_per_rank`'s ``replicated``)."""
+    act = 4 * batch_size * config.block_size * config.n_embd
+    out = [(4 * config.n_layer + 2, act), (3, 4 * batch_size * config.block_size)]
+    if sequence_parallel:
+        out.append((1, 4 * param_count_per_rank(config, 2, 0)["replicated"]))
+    return out
 
 
 def predict_step(config: GPTConfig, batch_size: int, t: int, compute_s: float, optimizer_s: float,
-                 link: alpha_beta.AlphaBeta, cores: int) -> dict[str, float]:
-    """Predicted seconds of one TP training step: compute share + AdamW + priced all-reduces."""
-    L = config.n_layer
+                 all_reduce: alpha_beta.AlphaBeta | None, cores: int,
+                 sequence_parallel: bool = False) -> dict[str, float]:
+    """Predicted seconds of one TP training step at degree t, term by term:
+
+        compute   = C_t max(1, t / cores)        (C_t: rank 0's shard, fwd + bwd, timed alone)
+        optimizer = O_t max(1, t / cores)        (O_t: AdamW over rank 0's shards, timed alone)
+        comm      = sum over the step's collectives of A_t(n) = a_t + n b_t
+                  = (4 L + 2) A_t(4 B T C) + 3 A_t(4 B T)   (+ A_t(SP gradients) under SP)
+        total     = compute + optimizer + comm
+
+    ``all_reduce`` is ``A_t``, fitted to gloo all-reduces on t ranks (None at t = 1: no
+    communication). ``cores``: the CPU cores the t ranks share.
+    """
+    if not isinstance(t, int) or t < 1:
+        raise ValueError(f"t must be an int >= 1, got {t!r}")
+    if not isinstance(cores, int) or cores < 1:
+        raise ValueError(f"cores must be an int >= 1, got {cores!r}")
+    if compute_s < 0 or optimizer_s < 0:
+        raise ValueError(f"compute_s and optimizer_s are measured seconds >= 0, got {compute_s}, {optimizer_s}")
+    if t > 1 and all_reduce is None:
+        raise ValueError(f"t={t} communicates: pass all_reduce, the AlphaBeta fitted to gloo all-reduces "
+                         f"on {t} ranks (fit_all_reduce)")
+    share = max(1.0, t / cores)
+    comm_s = 0.0
+    if t > 1:
+        comm_s = sum(k * all_reduce.time(n) for k, n in collective_counts(config, batch_size, sequence_parallel))
+    compute, optimizer = compute_s * share, optimizer_s * share
+    return dict(compute_s=compute, optimizer_s=optimizer, comm_s=comm_s, total_s=compute + optimizer + comm_s)
+
+
+def fit_all_reduce(nbytes: list[int], seconds: list[float]) -> alpha_beta.AlphaBeta:
+    """``A(n) = a + n b`` through measured all-reduce times: chapter 3's relative least squares
+    (:func:`course_lib.alpha_beta.fit_alpha_beta`). Where the times do not grow with n (the
+    collective is latency-bound at every measured size: b would come out negative) the best
+    constant, ``b = 0`` and ``a = sum(1/T_i) / sum(1/T_i^2)``, the same relative error minimised."""
+    try:
+        return alpha_beta.fit_alpha_beta(nbytes, seconds)
+    except ValueError:
+        t = np.asarray(seconds, dtype=float)
+        if t.shape != np.asarray(nbytes).shape or np.any(t <= 0):
+            raise
+        return alpha_beta.AlphaBeta(float(np.sum(1 / t) / np.sum(1 / t ** 2)), 0.0)
+
+
+def describe(model: alpha_beta.AlphaBeta) -> str:
+    """``a = .. us, 1/b = .. GB/s`` (``b = 0`` printed as latency-bound)."""
+    bw = f"{model.bandwidth_gbs:.2f} GB/s" if model.beta > 0 else "inf (latency-bound)"
+    return f"a = {model.alpha * 1e6:.0f} us, 1/b = {bw}"
+
+
+# ----------------------------------------------------------------------------- measuring
+def all_reduce_sizes(config: GPTConfig, batch_size: int) -> list[int]:
+    """The sizes the step uses (token and activation bytes), with a spread around them."""
     act = 4 * batch_size * config.block_size * config.n_embd
     tok = 4 * batch_size * config.block_size
-    comm_s = ((4 * L + 2) * alpha_beta.predict("ring", act, t, link, cores)
-              + 3 * alpha_beta.predict("ring", tok, t, link, cores))
-    compute = compute_s / t * max(1.0, t / cores)
-    return dict(compute_s=compute, optimizer_s=optimizer_s, comm_s=comm_s, total_s=compute + optimizer_s + comm_s)
+    mlp = 4 * MLP_BATCH[0] * MLP_BATCH[1] * MLP_WIDTH
+    return sorted({tok, act // 4, act, mlp, 4 * act})
 
 
-def calibrate(config: GPTConfig, batch_size: int) -> tuple[float, alpha_beta.AlphaBeta]:
-    """``T_c`` (single-process fwd+bwd of all modules, 1 thread) and the fitted link."""
+def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: int = 10) -> Calibration:
+    """Chapter 1's ``T_c`` (profile_gpt), the ping-pong link, and per degree t: rank 0's shard
+    timed alone (``C_t``, ``O_t``) and gloo all-reduces on t ranks fitted to ``A_t``."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        compute_s = sum(p.seconds for p in profile_gpt(GPT(config), batch_size=batch_size, repeats=5))
+        total = sum(p.seconds for p in profile_gpt(GPT(config), batch_size=batch_size, repeats=5))
     finally:
         torch.set_num_threads(before)
     sizes, seconds = alpha_beta.measure_point_to_point(LINK_SIZES, repeats=10)
-    return compute_s, alpha_beta.fit_alpha_beta(sizes, seconds)
+    cal = Calibration(cores=os.cpu_count() or 1, total_compute_s=total,
+                      link=alpha_beta.fit_alpha_beta(sizes, seconds))
+    ar_sizes = all_reduce_sizes(config, batch_size)
+    for t in degrees:
+        cal.shard[t] = launch(time_tp_shard, 1, config=config, t=t, batch_size=batch_size, steps=repeats,
+                              timeout=600, threads=1, check_collectives=False)[0]
+        if t > 1:
+            secs = measure_algorithms(t, ar_sizes, repeats=repeats, timeout=600, algorithms=["gloo"])["gloo"]
+            cal.all_reduce_points[t] = (ar_sizes, secs)
+            cal.all_reduce[t] = fit_all_reduce(ar_sizes, secs)
+    return cal
+
+
+def measure_step(config: GPTConfig, batch_size: int, t: int, steps: int, sequence_parallel: bool,
+                 launches: int = 1) -> dict:
+    """Median over ``launches`` of the median step, each step being its slowest rank's time,
+    split into collectives, AdamW and the rest (that rank's, median over steps)."""
+    per_launch = []
+    for _ in range(launches):
+        res = launch(time_tp_step, t, config=config, batch_size=batch_size, steps=steps,
+                     sequence_parallel=sequence_parallel, timeout=600, threads=1, check_collectives=False)
+        step, comm_s, opt_s = [], [], []
+        for i in range(len(res[0]["times"])):
+            r = max(res, key=lambda x: x["times"][i])
+            step.append(r["times"][i])
+            comm_s.append(r["comm_times"][i])
+            opt_s.append(r["opt_times"][i])
+        comp = [s - c - o for s, c, o in zip(step, comm_s, opt_s)]
+        per_launch.append(dict(step_s=statistics.median(step), comm_s=statistics.median(comm_s),
+                               optimizer_s=statistics.median(opt_s), compute_s=statistics.median(comp),
+                               res=res))
+    out = {k: statistics.median(m[k] for m in per_launch) for k in ("step_s", "comm_s", "optimizer_s", "compute_s")}
+    out["res"] = per_launch[0]["res"]
+    return out
 
 
 def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
-        sequence_parallel: tuple[bool, ...] = (False,)) -> tuple[list[dict], float, alpha_beta.AlphaBeta]:
+        sequence_parallel: tuple[bool, ...] = (False,), launches: int = 1) -> tuple[list[dict], Calibration]:
     """One row per degree (and per mode in ``sequence_parallel``): measured and predicted step
-    time, bytes counted against the formula, parameters and activations per rank."""
-    cores = os.cpu_count() or 1
-    compute_s, link = calibrate(config, batch_size)
+    time with their split, bytes counted against the formula, parameters and activations per
+    rank; and the calibration the prediction came from."""
+    cal = calibrate(config, batch_size, degrees, repeats=steps)
     rows = []
     for t in degrees:
         for sp in sequence_parallel if t > 1 else (False,):
-            res = launch(time_tp_step, t, config=config, batch_size=batch_size, steps=steps,
-                         sequence_parallel=sp, timeout=600, threads=1, check_collectives=False)
+            m = measure_step(config, batch_size, t, steps, sp, launches)
+            res = m["res"]
             load = os.getloadavg()[0]
-            measured = max(r["step_s"] for r in res)
-            before = torch.get_num_threads()
-            torch.set_num_threads(1)
-            opt_s = optimizer_seconds(config, t)
-            torch.set_num_threads(before)
-            pred = predict_step(config, batch_size, t, compute_s, opt_s, link, cores)
+            shard = cal.shard[t]
+            pred = predict_step(config, batch_size, t, shard["compute_s"], shard["optimizer_s"],
+                                cal.all_reduce.get(t), cal.cores, sp)
+            pingpong = sum(k * alpha_beta.predict("ring", n, t, cal.link, cal.cores)
+                           for k, n in collective_counts(config, batch_size, sp)) if t > 1 else 0.0
             b = comm_bytes_per_layer(config, batch_size, t)
             step_formula = (b["embed_fwd"] + b["head_fwd"] + b["head_bwd"]
                             + config.n_layer * (b["block_fwd"] + b["block_bwd"]))
@@ -107,10 +222,17 @@ def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
                 "t": t,
                 "mode": "TP+SP" if sp else "TP",
                 "load": load,
-                "step ms": 1e3 * measured,
+                "step ms": 1e3 * m["step_s"],
                 "predicted ms": 1e3 * pred["total_s"],
-                "error %": 100 * (pred["total_s"] - measured) / measured,
+                "error %": 100 * (pred["total_s"] - m["step_s"]) / m["step_s"],
+                "compute ms": 1e3 * m["compute_s"],
+                "compute pred": 1e3 * pred["compute_s"],
+                "T_c/t ms": 1e3 * cal.total_compute_s / t,
+                "AdamW ms": 1e3 * m["optimizer_s"],
+                "AdamW pred": 1e3 * pred["optimizer_s"],
+                "comm ms": 1e3 * m["comm_s"],
                 "comm ms (pred)": 1e3 * pred["comm_s"],
+                "ping-pong ring ms": 1e3 * pingpong,
                 "kB/block fwd+bwd": (b["block_fwd"] + b["block_bwd"]) / 1e3,
                 "kB/step counted": res[0]["step_bytes"] / 1e3,
                 "kB/step formula": step_formula / 1e3 if not sp else "",
@@ -119,14 +241,30 @@ def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
                 "act kB/block": res[0]["act_bytes_per_block"] / 1e3,
                 "act formula": activation_bytes_per_block(config, batch_size, config.block_size, t, sp) / 1e3,
             })
-    return rows, compute_s, link
+    return rows, cal
 
 
-def mlp_rows(degrees: list[int], width: int = 256, batch: tuple[int, int] = (8, 64), steps: int = 10) -> list[dict]:
+TIME_COLUMNS = ("t", "mode", "load", "step ms", "predicted ms", "error %", "compute ms", "compute pred", "T_c/t ms",
+                "AdamW ms", "AdamW pred", "comm ms", "comm ms (pred)", "ping-pong ring ms")
+BYTES_COLUMNS = ("t", "mode", "kB/block fwd+bwd", "kB/step counted", "kB/step formula", "params/rank",
+                 "params formula", "act kB/block", "act formula")
+FORMATS = {"load": "{:.1f}", "step ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
+           "compute ms": "{:.1f}", "compute pred": "{:.1f}", "T_c/t ms": "{:.1f}", "AdamW ms": "{:.1f}",
+           "AdamW pred": "{:.1f}", "comm ms": "{:.1f}", "comm ms (pred)": "{:.1f}", "ping-pong ring ms": "{:.1f}",
+           "kB/block fwd+bwd": "{:.0f}", "kB/step counted": "{:.0f}", "kB/step formula": "{:.0f}",
+           "act kB/block": "{:.0f}", "act formula": "{:.0f}"}
+
+
+def table(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """``rows`` printed with the chosen columns."""
+    return format_table([{k: r[k] for k in columns} for r in rows], FORMATS)
+
+
+def mlp_rows(degrees: list[int], cal: Calibration, steps: int = 10) -> list[dict]:
     """A wider layer, where splitting pays: one MLP (width -> 4 width -> width), forward +
-    backward, measured at each degree against ``T_1 / t * max(1, t / cores)`` plus its two
-    all-reduces priced by the alpha-beta fit (T_1 measured here, single process, 1 thread)."""
-    cores = os.cpu_count() or 1
+    backward, measured at each degree against ``T_1 / t * max(1, t / cores) + 2 A_t(4 B T C)``
+    (T_1 measured here, single process, 1 thread; ``A_t`` the all-reduce fit of ``cal``)."""
+    width, batch = MLP_WIDTH, MLP_BATCH
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -142,16 +280,17 @@ def mlp_rows(degrees: list[int], width: int = 256, batch: tuple[int, int] = (8, 
         t1 = statistics.median(times[2:])
     finally:
         torch.set_num_threads(before)
-    sizes, seconds = alpha_beta.measure_point_to_point(LINK_SIZES, repeats=10)
-    link = alpha_beta.fit_alpha_beta(sizes, seconds)
     nbytes = 4 * batch[0] * batch[1] * width
     rows = []
     for t in degrees:
-        measured = max(r["step_s"] for r in launch(time_parallel_mlp, t, width=width, batch=batch, steps=steps,
-                                                    timeout=600, threads=1, check_collectives=False))
-        pred = t1 / t * max(1.0, t / cores) + 2 * alpha_beta.predict("ring", nbytes, t, link, cores)
+        measured = statistics.median(max(r["times"][i] for r in res) for res in [launch(
+            time_parallel_mlp, t, width=width, batch=batch, steps=steps, timeout=600, threads=1,
+            check_collectives=False)] for i in range(steps))
+        comm = 2 * cal.all_reduce[t].time(nbytes) if t > 1 else 0.0
+        pred = t1 / t * max(1.0, t / cal.cores) + comm
         rows.append({"t": t, "load": os.getloadavg()[0], "fwd+bwd ms": 1e3 * measured, "predicted ms": 1e3 * pred,
-                     "error %": 100 * (pred - measured) / measured, "kB all-reduced": 2 * nbytes / 1e3 if t > 1 else 0})
+                     "error %": 100 * (pred - measured) / measured, "comm ms (pred)": 1e3 * comm,
+                     "kB all-reduced": 2 * nbytes / 1e3 if t > 1 else 0})
     return rows
 
 
@@ -161,22 +300,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--launches", type=int, default=3, help="launches per measured row (median of their medians)")
     ap.add_argument("--no-sp", action="store_true", help="skip the sequence-parallel rows")
     a = ap.parse_args(argv)
     config = reference_config(load_dataset().vocab_size)
-    rows, compute_s, link = run(config, a.degrees, a.batch, a.steps, (False,) if a.no_sp else (False, True))
+    rows, cal = run(config, a.degrees, a.batch, a.steps, (False,) if a.no_sp else (False, True), a.launches)
     print(f"reference GPT ({config.n_layer} layers, width {config.n_embd}, {config.n_head} heads), batch "
-          f"{a.batch} x {config.block_size}, 1 thread per rank, {os.cpu_count()} cores, load average "
+          f"{a.batch} x {config.block_size}, 1 thread per rank, {cal.cores} cores, load average "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"calibration: single-process fwd+bwd {1e3 * compute_s:.1f} ms; link {link}")
-    table = format_table(rows, {"load": "{:.1f}", "step ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
-                              "comm ms (pred)": "{:.1f}", "kB/block fwd+bwd": "{:.0f}", "kB/step counted": "{:.0f}",
-                              "kB/step formula": "{:.0f}", "act kB/block": "{:.0f}", "act formula": "{:.0f}"})
-    print(table)
-    print("\none MLP 256 -> 1024 -> 256 on (8, 64, 256), forward + backward (where splitting pays):")
-    print(format_table(mlp_rows(a.degrees, steps=a.steps),
+    print(f"chapter 1: single-process fwd+bwd T_c = {1e3 * cal.total_compute_s:.1f} ms; "
+          f"chapter 3 ping-pong: alpha = {cal.link.alpha * 1e6:.0f} us, 1/beta = {cal.link.bandwidth_gbs:.2f} GB/s")
+    for t in a.degrees:
+        s = cal.shard[t]
+        line = f"t={t}: shard alone C_t = {1e3 * s['compute_s']:.1f} ms, O_t = {1e3 * s['optimizer_s']:.1f} ms"
+        if t in cal.all_reduce:
+            sizes, secs = cal.all_reduce_points[t]
+            pts = ", ".join(f"{n / 1e3:.0f} kB {1e3 * x:.2f} ms" for n, x in zip(sizes, secs))
+            line += f"; gloo all-reduce on {t} ranks: {pts} -> A_t: {describe(cal.all_reduce[t])}"
+        print(line)
+    print("\nstep time (ms): measured and predicted, then each term measured | predicted")
+    print(table(rows, TIME_COLUMNS))
+    print("\nbytes and memory per rank:")
+    print(table(rows, BYTES_COLUMNS))
+    print(f"\none MLP {MLP_WIDTH} -> {4 * MLP_WIDTH} -> {MLP_WIDTH} on ({MLP_BATCH[0]}, {MLP_BATCH[1]}, {MLP_WIDTH}), "
+          "forward + backward (where splitting pays):")
+    print(format_table(mlp_rows(a.degrees, cal, steps=a.steps),
                        {"load": "{:.1f}", "fwd+bwd ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
-                        "kB all-reduced": "{:.0f}"}))
+                        "comm ms (pred)": "{:.1f}", "kB all-reduced": "{:.0f}"}))
 
 
 if __name__ == "__main__":

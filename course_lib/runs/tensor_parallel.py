@@ -119,34 +119,82 @@ def compare_tp(rank: int, world_size: int, config: GPTConfig, batch_size: int = 
 
 def time_tp_step(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, steps: int = 10,
                  warmup: int = 2, sequence_parallel: bool = False, lr: float = 1e-3) -> dict:
-    """Worker: median seconds of one training step (forward, backward, AdamW) of the
-    tensor-parallel GPT, a step ending when the slowest rank is done (barrier before and after).
-    Also the collective bytes of one step, the parameters and one block's saved activations."""
+    """Worker: this rank's seconds per training step (forward, backward, AdamW) of the
+    tensor-parallel GPT, and how they split.
+
+    Every step starts after a barrier (so steps never overlap) and ends when this rank's AdamW
+    step returns; the step time of the group is the slowest rank's, ``max`` over ranks of
+    ``times[i]`` (a closing barrier would add one more collective to every step). Per step
+    also ``comm_times`` (seconds inside the collectives, from :mod:`course_lib.comm`'s timeline)
+    and ``opt_times`` (the AdamW step), so that ``compute = step - comm - opt``. Also the
+    collective bytes of one step, the parameters and one block's saved activations."""
     data = load_dataset().train
     torch.manual_seed(0)
     tp = TensorParallelGPT(GPT(config), rank, world_size, sequence_parallel=sequence_parallel)
     opt = make_optimizer(tp, lr=lr)
     gen = torch.Generator().manual_seed(1)
-    times = []
+    times, comm_times, opt_times = [], [], []
+    tracing = comm.tracing
+    comm.tracing = True
+    try:
+        for i in range(warmup + steps):
+            x, y = get_batch(data, batch_size, config.block_size, gen)
+            comm.barrier()
+            comm.reset_stats()
+            t0 = time.perf_counter()
+            tp.zero_grad(set_to_none=True)
+            _, loss = tp(x, y)
+            loss.backward()
+            tp.finish_grads()
+            t1 = time.perf_counter()
+            opt.step()
+            t2 = time.perf_counter()
+            stats = comm.get_stats()
+            if i >= warmup:
+                times.append(t2 - t0)
+                opt_times.append(t2 - t1)
+                comm_times.append(sum(end - start for op, _, start, end, _ in stats.trace
+                                      if end is not None and op != "barrier"))
+            step_bytes = sum(n for op, n in stats.collective_bytes.items() if op != "barrier")
+    finally:
+        comm.tracing = tracing
+    T = config.block_size
+    h = torch.randn(batch_size, T // world_size if sequence_parallel else T, config.n_embd, requires_grad=True)
+    _, act = saved_activation_bytes(tp, tp.blocks[0], h)
+    return dict(step_s=statistics.median(times), times=times, comm_times=comm_times, opt_times=opt_times,
+                step_bytes=step_bytes, params=sum(p.numel() for p in tp.parameters()), act_bytes_per_block=act)
+
+
+def time_tp_shard(rank: int, world_size: int, config: GPTConfig, t: int, batch_size: int = 8, steps: int = 10,
+                  warmup: int = 2) -> dict:
+    """Worker, on ONE process: rank 0's share of the degree-``t`` model, timed alone.
+
+    With ``world_size == 1`` every ``f``, ``g`` and loss all-reduce is skipped, so this is the
+    computation one rank of a degree-``t`` group does, without its communication and without
+    other ranks on the machine: ``compute_s`` (median forward + backward) and ``optimizer_s``
+    (median AdamW step over the rank's shards): chapter 1's calibration, applied to the shard."""
+    if world_size != 1:
+        raise ValueError(f"time_tp_shard times one rank's computation without communication: "
+                         f"launch it on 1 process (launch(time_tp_shard, 1, t={t}, ...)), got {world_size}")
+    data = load_dataset().train
+    torch.manual_seed(0)
+    tp = TensorParallelGPT(GPT(config), 0, t)
+    opt = make_optimizer(tp)
+    gen = torch.Generator().manual_seed(1)
+    compute, optim = [], []
     for i in range(warmup + steps):
         x, y = get_batch(data, batch_size, config.block_size, gen)
-        comm.barrier()
-        comm.reset_stats()
         t0 = time.perf_counter()
         tp.zero_grad(set_to_none=True)
         _, loss = tp(x, y)
         loss.backward()
-        tp.finish_grads()
+        t1 = time.perf_counter()
         opt.step()
-        step_bytes = sum(comm.get_stats().collective_bytes.values())
-        comm.barrier()
+        t2 = time.perf_counter()
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    T = config.block_size
-    h = torch.randn(batch_size, T // world_size if sequence_parallel else T, config.n_embd, requires_grad=True)
-    _, act = saved_activation_bytes(tp, tp.blocks[0], h)
-    return dict(step_s=statistics.median(times), times=times, step_bytes=step_bytes,
-                params=sum(p.numel() for p in tp.parameters()), act_bytes_per_block=act)
+            compute.append(t1 - t0)
+            optim.append(t2 - t1)
+    return dict(compute_s=statistics.median(compute), optimizer_s=statistics.median(optim))
 
 
 def compare_torch_tp(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, seed: int = 0) -> dict:
@@ -235,8 +283,9 @@ def compare_torch_tp(rank: int, world_size: int, config: GPTConfig, batch_size: 
 
 def time_parallel_mlp(rank: int, world_size: int, width: int = 256, batch: tuple[int, int] = (8, 64),
                       steps: int = 10, warmup: int = 2) -> dict:
-    """Worker: median seconds of forward + backward of one tensor-parallel MLP
-    (width -> 4 width -> width) on a (B, T, width) input; barrier-synchronised."""
+    """Worker: seconds of forward + backward of one tensor-parallel MLP (width -> 4 width ->
+    width) on a (B, T, width) input, from a common barrier to this rank's end (``times``; the
+    group's time is the slowest rank's), and their median (``step_s``)."""
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=2, n_head=1, n_embd=width)
     mlp = ParallelMLP(MLP(cfg), rank, world_size)
@@ -247,7 +296,6 @@ def time_parallel_mlp(rank: int, world_size: int, width: int = 256, batch: tuple
         comm.barrier()
         t0 = time.perf_counter()
         mlp(xi).square().mean().backward()
-        comm.barrier()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return dict(step_s=statistics.median(times))
+    return dict(step_s=statistics.median(times), times=times)
