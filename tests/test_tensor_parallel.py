@@ -145,24 +145,25 @@ def test_param_formula_sums_to_the_model():
 
 def test_step_prediction_is_its_formula():
     """``bench.tp.predict_step``: (C_t + O_t) max(1, t/cores) + (4L+2) A_t(4BTC) + 3 A_t(4BT), from
-    given measurements (no timing here); a flat all-reduce curve fits as pure latency."""
+    given measurements (no timing here); a flat all-reduce curve fits as pure latency, a
+    straight one gives back its alpha and beta."""
     from course_lib.alpha_beta import AlphaBeta
-    from course_lib.bench.tp import fit_all_reduce, predict_step
+    from course_lib.bench.tp import core_share, fit_all_reduce, predict_step
 
     a = AlphaBeta(alpha=1e-4, beta=1e-9)
     act, tok = 4 * B * CFG.block_size * CFG.n_embd, 4 * B * CFG.block_size
-    p = predict_step(CFG, B, 4, compute_s=0.01, optimizer_s=0.002, all_reduce=a, cores=2)
     comm_s = (4 * CFG.n_layer + 2) * (1e-4 + act * 1e-9) + 3 * (1e-4 + tok * 1e-9)
-    assert p["compute_s"] == pytest.approx(0.02) and p["optimizer_s"] == pytest.approx(0.004)
-    assert p["comm_s"] == pytest.approx(comm_s)
-    assert p["total_s"] == pytest.approx(0.024 + comm_s)
+    p = predict_step(CFG, B, 4, compute_s=0.01, optimizer_s=0.002, all_reduce=a, cores=2)
+    assert p["compute_s"] == pytest.approx(0.02) and p["optimizer_s"] == pytest.approx(0.004)  # 2 ranks per core
+    assert p["comm_s"] == pytest.approx(comm_s) and p["total_s"] == pytest.approx(0.024 + comm_s)
     p2 = predict_step(CFG, B, 2, compute_s=0.01, optimizer_s=0.002, all_reduce=a, cores=2)
-    assert p2["compute_s"] == pytest.approx(0.01) and p2["comm_s"] == pytest.approx(comm_s)  # t <= cores: no sharing
+    assert p2["compute_s"] == pytest.approx(0.01) and p2["comm_s"] == pytest.approx(comm_s)  # a core each
     sp = predict_step(CFG, B, 2, 0.01, 0.002, a, 2, sequence_parallel=True)
     assert sp["comm_s"] == pytest.approx(comm_s + 1e-4 + 4 * param_count_per_rank(CFG, 2)["replicated"] * 1e-9)
     assert predict_step(CFG, B, 1, 0.01, 0.002, None, 2)["total_s"] == pytest.approx(0.012)
     with pytest.raises(ValueError, match="pass all_reduce"):
         predict_step(CFG, B, 2, 0.01, 0.002, None, 2)
+    assert (core_share(1, 2), core_share(2, 2), core_share(4, 2), core_share(3, 1)) == (1.0, 1.0, 2.0, 3.0)
     ts = [2e-3, 1.5e-3, 1e-3]  # slower for the smaller messages: latency-bound, beta would be < 0
     flat = fit_all_reduce([4096, 65536, 262144], ts)
     assert flat.beta == 0 and flat.alpha == pytest.approx(sum(1 / x for x in ts) / sum(1 / x ** 2 for x in ts))

@@ -1,37 +1,46 @@
 """Chapter 5 benchmark: the tensor-parallel GPT's step time, measured and predicted, per degree.
 
-    ./course bench tp [--degrees 1 2 4] [--steps 10] [--batch 16] [--launches 3] [--no-sp]
+    ./course bench tp [--degrees 1 2 4] [--steps 10] [--batch 16] [--launches 3] [--no-sp] [--no-pin]
 
 Prediction (:func:`predict_step`), from measurements that never run the TP model as a group:
 
-    step(t) = (C_t + O_t) * max(1, t / cores) + (4 L + 2) A_t(4 B T C) + 3 A_t(4 B T)
+    step(t) = (C_t + O_t) max(1, t / cores) + (4 L + 2) A_t(4 B T C) + 3 A_t(4 B T)
 
 * ``C_t``, ``O_t``: forward + backward, and the AdamW step, of rank 0's share of the degree-t
-  model, timed alone on one process (:func:`course_lib.runs.tensor_parallel.time_tp_shard`):
-  chapter 1's calibration applied to the shard. Not ``T_c / t``: a rank keeps the LayerNorms,
-  residual adds, embeddings and the loss whole, and every operator has a fixed cost that
-  does not shrink when its matrix does; the table prints ``T_c / t`` beside ``C_t``.
-  When the t ranks outnumber the cores, each core runs ``t / cores`` of them in turn.
-* ``A_t(n) = a_t + n b_t``: one gloo all-reduce of n bytes on t ranks of this machine,
-  measured (chapter 3's :func:`course_lib.collectives.measure.measure_algorithms`: started by
-  a barrier, the slowest rank's time, median) and fitted with chapter 3's relative
-  least-squares :func:`course_lib.alpha_beta.fit_alpha_beta`. Not chapter 3's ring formula
-  with the ping-pong alpha (printed beside it as ``ping-pong ring``): a ping-pong is one
-  message between two idle processes, while each gloo all-reduce also hands the tensor from
-  the caller to gloo's worker thread and its TCP thread and back, on every rank, and when t
-  exceeds the cores those threads wait for a core held by another rank.
+  model timed alone on one process (:func:`course_lib.runs.tensor_parallel.time_tp_shard`):
+  chapter 1's calibration applied to the shard. Not ``T_c / t`` (printed beside it): a rank
+  keeps the LayerNorms, residual adds, embeddings and loss whole, and every operator has a
+  fixed cost that does not shrink with its matrix. When the t ranks outnumber the cores, each
+  core runs ``t / cores`` of them in turn (:func:`core_share`).
+* ``A_t(n) = a_t + n b_t``: one gloo all-reduce of n bytes on t ranks of this machine
+  (chapter 3's :func:`course_lib.collectives.measure.time_algorithms`: each started by a
+  barrier, the slowest rank's time), fitted with chapter 3's relative least squares
+  (:func:`course_lib.alpha_beta.fit_alpha_beta`). Not chapter 3's ring formula with the
+  ping-pong alpha (printed as ``ping-pong ring``): a ping-pong is one message between two
+  idle processes, while each gloo all-reduce also hands the tensor from the caller to gloo's
+  worker thread and its TCP thread and back, on every rank, and when t exceeds the cores
+  those threads wait for a core another rank holds.
 * The counts: per step ``4 L + 2`` collectives of the (B, T, C) activation (1 embedding,
   2 + 2 per block, 1 before the head) and 3 of B T floats in the loss
   (:func:`course_lib.tensor_parallel.comm_bytes_per_layer`). Under sequence parallelism the
   ``4 L + 2`` are all-gathers and reduce-scatters (gloo runs a reduce-scatter as a whole
   all-reduce, so each is priced as an all-reduce of the full activation) plus one all-reduce
-  of the replicated parameters' gradients.
+  of the replicated parameters' gradients; the shard's compute is priced as plain TP's.
 
-Measured: a step is the slowest rank's time from a common barrier to the end of its AdamW step,
-median over steps, median over ``--launches`` launches; its split is the same rank's time
-inside collectives (``comm``'s timeline; it includes waiting for the slowest peer), in AdamW,
-and the rest (compute). ``load`` is the machine's 1-minute load average after each run: the
-prediction assumes the cores are free for the ranks.
+Every calibration time is a minimum over repetitions: other processes on the machine can only
+add time, and the prediction is for idle cores (chapter 3's ping-pong does the same). Ranks are
+bound to core ``rank mod cores`` (:func:`course_lib.runs.tensor_parallel.pin_to_core`) in every
+measurement; ``--no-pin`` leaves their threads free, to see what binding saves.
+
+Measured: a step is the slowest rank's time from a common barrier to the end of its AdamW step;
+``step ms`` is the median over steps (median over ``--launches`` launches), ``best ms`` the
+fastest step, which compares with the prediction on a busy machine. The split is the slowest
+rank's time inside collectives (``comm``'s timeline; it includes waiting for the slowest peer),
+in AdamW, and the rest (compute), medians; ``compute CPU`` is that rank's CPU seconds in forward
++ backward, to set beside ``C_t`` (the same computation alone): unlike wall times, CPU times
+do not grow when other processes take the cores. ``load`` is the 1-minute load average: other
+processes slow a group of ranks more than one process, since every collective waits for
+whichever rank was descheduled.
 
 Also printed: bytes per block (forward + backward) from the counters against the formula,
 parameters and one block's activations per rank, measured against the formulas, for plain TP
@@ -51,12 +60,12 @@ import torch
 
 from course_lib import alpha_beta
 from course_lib.allocation.calibrate import profile_gpt
-from course_lib.collectives.measure import measure_algorithms
+from course_lib.collectives.measure import time_algorithms
 from course_lib.configs import reference_config
 from course_lib.data import load_dataset
 from course_lib.launcher import launch
 from course_lib.model import GPT, MLP, GPTConfig
-from course_lib.runs.tensor_parallel import time_parallel_mlp, time_tp_shard, time_tp_step
+from course_lib.runs.tensor_parallel import pinned, time_parallel_mlp, time_tp_shard, time_tp_step
 from course_lib.tables import format_table
 from course_lib.tensor_parallel import comm_bytes_per_layer, param_count_per_rank
 from course_lib.tp_gpt import activation_bytes_per_block
@@ -72,9 +81,14 @@ class Calibration:
     cores: int
     total_compute_s: float  # chapter 1: profile_gpt's single-process fwd + bwd of all modules
     link: alpha_beta.AlphaBeta  # chapter 3: ping-pong fit (shown for contrast, not used)
-    shard: dict[int, dict] = field(default_factory=dict)  # t -> {"compute_s", "optimizer_s"}
+    shard: dict[int, dict] = field(default_factory=dict)  # t -> time_tp_shard's result: compute_s, optimizer_s
     all_reduce: dict[int, alpha_beta.AlphaBeta] = field(default_factory=dict)  # t -> A_t fit
     all_reduce_points: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (what the ranks share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------- the formula
@@ -91,30 +105,35 @@ def collective_counts(config: GPTConfig, batch_size: int, sequence_parallel: boo
     return out
 
 
+def core_share(t: int, cores: int) -> float:
+    """``max(1, t / cores)``: how many ranks each core runs in turn when t ranks share the cores."""
+    if not isinstance(t, int) or t < 1:
+        raise ValueError(f"t must be an int >= 1, got {t!r}")
+    if not isinstance(cores, int) or cores < 1:
+        raise ValueError(f"cores must be an int >= 1, got {cores!r}")
+    return max(1.0, t / cores)
+
+
 def predict_step(config: GPTConfig, batch_size: int, t: int, compute_s: float, optimizer_s: float,
                  all_reduce: alpha_beta.AlphaBeta | None, cores: int,
                  sequence_parallel: bool = False) -> dict[str, float]:
     """Predicted seconds of one TP training step at degree t, term by term:
 
-        compute   = C_t max(1, t / cores)        (C_t: rank 0's shard, fwd + bwd, timed alone)
-        optimizer = O_t max(1, t / cores)        (O_t: AdamW over rank 0's shards, timed alone)
+        compute   = C_t max(1, t / cores)    (C_t: rank 0's shard, fwd + bwd, timed alone)
+        optimizer = O_t max(1, t / cores)    (O_t: AdamW over rank 0's shards, timed alone)
         comm      = sum over the step's collectives of A_t(n) = a_t + n b_t
                   = (4 L + 2) A_t(4 B T C) + 3 A_t(4 B T)   (+ A_t(SP gradients) under SP)
         total     = compute + optimizer + comm
 
     ``all_reduce`` is ``A_t``, fitted to gloo all-reduces on t ranks (None at t = 1: no
-    communication). ``cores``: the CPU cores the t ranks share.
+    communication); ``cores``: the CPU cores the t ranks share.
     """
-    if not isinstance(t, int) or t < 1:
-        raise ValueError(f"t must be an int >= 1, got {t!r}")
-    if not isinstance(cores, int) or cores < 1:
-        raise ValueError(f"cores must be an int >= 1, got {cores!r}")
+    share = core_share(t, cores)
     if compute_s < 0 or optimizer_s < 0:
         raise ValueError(f"compute_s and optimizer_s are measured seconds >= 0, got {compute_s}, {optimizer_s}")
     if t > 1 and all_reduce is None:
         raise ValueError(f"t={t} communicates: pass all_reduce, the AlphaBeta fitted to gloo all-reduces "
                          f"on {t} ranks (fit_all_reduce)")
-    share = max(1.0, t / cores)
     comm_s = 0.0
     if t > 1:
         comm_s = sum(k * all_reduce.time(n) for k, n in collective_counts(config, batch_size, sequence_parallel))
@@ -151,9 +170,19 @@ def all_reduce_sizes(config: GPTConfig, batch_size: int) -> list[int]:
     return sorted({tok, act // 4, act, mlp, 4 * act})
 
 
-def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: int = 10) -> Calibration:
-    """Chapter 1's ``T_c`` (profile_gpt), the ping-pong link, and per degree t: rank 0's shard
-    timed alone (``C_t``, ``O_t``) and gloo all-reduces on t ranks fitted to ``A_t``."""
+def measure_gloo_all_reduce(p: int, sizes: list[int], repeats: int = 10, pin: bool = True) -> list[float]:
+    """Seconds of one gloo all-reduce per size on p ranks: chapter 3's
+    :func:`~course_lib.collectives.measure.time_algorithms` (each started by a barrier), the
+    slowest rank's time, minimum over ``repeats``; ranks bound to cores as in the step (``pin``)."""
+    res = launch(pinned, p, worker=time_algorithms, pin=pin, sizes=sizes, repeats=repeats, algorithms=["gloo"],
+                 timeout=600, threads=1, check_collectives=False)
+    return [min(max(r["gloo"][k][i] for r in res) for i in range(repeats)) for k in range(len(sizes))]
+
+
+def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: int = 10,
+              pin: bool = True) -> Calibration:
+    """Chapter 1's ``T_c`` (profile_gpt), chapter 3's ping-pong link, and per degree t: rank 0's
+    shard timed alone (``C_t``, ``O_t``) and gloo all-reduces on t ranks fitted to ``A_t``."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -162,97 +191,112 @@ def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: i
     finally:
         torch.set_num_threads(before)
     sizes, seconds = alpha_beta.measure_point_to_point(LINK_SIZES, repeats=10)
-    cal = Calibration(cores=os.cpu_count() or 1, total_compute_s=total,
-                      link=alpha_beta.fit_alpha_beta(sizes, seconds))
+    cal = Calibration(cores=machine_cores(), total_compute_s=total, link=alpha_beta.fit_alpha_beta(sizes, seconds))
     ar_sizes = all_reduce_sizes(config, batch_size)
     for t in degrees:
         cal.shard[t] = launch(time_tp_shard, 1, config=config, t=t, batch_size=batch_size, steps=repeats,
-                              timeout=600, threads=1, check_collectives=False)[0]
+                              pin=pin, timeout=600, threads=1, check_collectives=False)[0]
         if t > 1:
-            secs = measure_algorithms(t, ar_sizes, repeats=repeats, timeout=600, algorithms=["gloo"])["gloo"]
+            secs = measure_gloo_all_reduce(t, ar_sizes, repeats, pin)
             cal.all_reduce_points[t] = (ar_sizes, secs)
             cal.all_reduce[t] = fit_all_reduce(ar_sizes, secs)
     return cal
 
 
 def measure_step(config: GPTConfig, batch_size: int, t: int, steps: int, sequence_parallel: bool,
-                 launches: int = 1) -> dict:
-    """Median over ``launches`` of the median step, each step being its slowest rank's time,
-    split into collectives, AdamW and the rest (that rank's, median over steps)."""
+                 launches: int = 1, pin: bool = True) -> dict:
+    """The step of :func:`time_tp_step`, each step being its slowest rank's time: median and
+    minimum over steps, and its split into collectives, AdamW and the rest (that rank's,
+    medians over steps); medians over ``launches`` launches."""
+    if not isinstance(launches, int) or launches < 1:
+        raise ValueError(f"launches must be an int >= 1, got {launches!r}")
     per_launch = []
     for _ in range(launches):
         res = launch(time_tp_step, t, config=config, batch_size=batch_size, steps=steps,
-                     sequence_parallel=sequence_parallel, timeout=600, threads=1, check_collectives=False)
-        step, comm_s, opt_s = [], [], []
+                     sequence_parallel=sequence_parallel, pin=pin, timeout=600, threads=1, check_collectives=False)
+        step, comm_s, opt_s, cpu_s = [], [], [], []
         for i in range(len(res[0]["times"])):
             r = max(res, key=lambda x: x["times"][i])
             step.append(r["times"][i])
             comm_s.append(r["comm_times"][i])
             opt_s.append(r["opt_times"][i])
-        comp = [s - c - o for s, c, o in zip(step, comm_s, opt_s)]
-        per_launch.append(dict(step_s=statistics.median(step), comm_s=statistics.median(comm_s),
-                               optimizer_s=statistics.median(opt_s), compute_s=statistics.median(comp),
-                               res=res))
-    out = {k: statistics.median(m[k] for m in per_launch) for k in ("step_s", "comm_s", "optimizer_s", "compute_s")}
-    out["res"] = per_launch[0]["res"]
+            cpu_s.append(r["cpu_times"][i])
+        per_launch.append(dict(step_s=statistics.median(step), best_s=min(step), comm_s=statistics.median(comm_s),
+                               cpu_s=statistics.median(cpu_s),
+                               optimizer_s=statistics.median(opt_s),
+                               compute_s=statistics.median(s - c - o for s, c, o in zip(step, comm_s, opt_s))))
+    out = {k: statistics.median(m[k] for m in per_launch) for k in per_launch[0]}
+    out["res"] = res
     return out
 
 
 def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
-        sequence_parallel: tuple[bool, ...] = (False,), launches: int = 1) -> tuple[list[dict], Calibration]:
+        sequence_parallel: tuple[bool, ...] = (False,), launches: int = 1,
+        pin: bool = True) -> tuple[list[dict], Calibration]:
     """One row per degree (and per mode in ``sequence_parallel``): measured and predicted step
     time with their split, bytes counted against the formula, parameters and activations per
-    rank; and the calibration the prediction came from."""
-    cal = calibrate(config, batch_size, degrees, repeats=steps)
+    rank; and the calibration the prediction came from. ``pin``: every rank, in the
+    measurements and the step, bound to core ``rank mod cores``
+    (:func:`course_lib.runs.tensor_parallel.pin_to_core`)."""
+    cal = calibrate(config, batch_size, degrees, repeats=max(steps, 10), pin=pin)
     rows = []
     for t in degrees:
         for sp in sequence_parallel if t > 1 else (False,):
-            m = measure_step(config, batch_size, t, steps, sp, launches)
-            res = m["res"]
-            load = os.getloadavg()[0]
-            shard = cal.shard[t]
-            pred = predict_step(config, batch_size, t, shard["compute_s"], shard["optimizer_s"],
-                                cal.all_reduce.get(t), cal.cores, sp)
-            pingpong = sum(k * alpha_beta.predict("ring", n, t, cal.link, cal.cores)
-                           for k, n in collective_counts(config, batch_size, sp)) if t > 1 else 0.0
-            b = comm_bytes_per_layer(config, batch_size, t)
-            step_formula = (b["embed_fwd"] + b["head_fwd"] + b["head_bwd"]
-                            + config.n_layer * (b["block_fwd"] + b["block_bwd"]))
-            rows.append({
-                "t": t,
-                "mode": "TP+SP" if sp else "TP",
-                "load": load,
-                "step ms": 1e3 * m["step_s"],
-                "predicted ms": 1e3 * pred["total_s"],
-                "error %": 100 * (pred["total_s"] - m["step_s"]) / m["step_s"],
-                "compute ms": 1e3 * m["compute_s"],
-                "compute pred": 1e3 * pred["compute_s"],
-                "T_c/t ms": 1e3 * cal.total_compute_s / t,
-                "AdamW ms": 1e3 * m["optimizer_s"],
-                "AdamW pred": 1e3 * pred["optimizer_s"],
-                "comm ms": 1e3 * m["comm_s"],
-                "comm ms (pred)": 1e3 * pred["comm_s"],
-                "ping-pong ring ms": 1e3 * pingpong,
-                "kB/block fwd+bwd": (b["block_fwd"] + b["block_bwd"]) / 1e3,
-                "kB/step counted": res[0]["step_bytes"] / 1e3,
-                "kB/step formula": step_formula / 1e3 if not sp else "",
-                "params/rank": res[0]["params"],
-                "params formula": param_count_per_rank(config, t, 0)["total"],
-                "act kB/block": res[0]["act_bytes_per_block"] / 1e3,
-                "act formula": activation_bytes_per_block(config, batch_size, config.block_size, t, sp) / 1e3,
-            })
+            rows.append(_row(config, batch_size, t, sp, measure_step(config, batch_size, t, steps, sp, launches, pin),
+                             cal))
     return rows, cal
 
 
-TIME_COLUMNS = ("t", "mode", "load", "step ms", "predicted ms", "error %", "compute ms", "compute pred", "T_c/t ms",
-                "AdamW ms", "AdamW pred", "comm ms", "comm ms (pred)", "ping-pong ring ms")
+def _row(config: GPTConfig, batch_size: int, t: int, sp: bool, m: dict, cal: Calibration) -> dict:
+    res = m["res"]
+    shard = cal.shard[t]
+    pred = predict_step(config, batch_size, t, shard["compute_s"], shard["optimizer_s"], cal.all_reduce.get(t),
+                        cal.cores, sp)
+    pingpong = sum(k * alpha_beta.predict("ring", n, t, cal.link, cal.cores)
+                   for k, n in collective_counts(config, batch_size, sp)) if t > 1 else 0.0
+    b = comm_bytes_per_layer(config, batch_size, t)
+    step_formula = (b["embed_fwd"] + b["head_fwd"] + b["head_bwd"]
+                    + config.n_layer * (b["block_fwd"] + b["block_bwd"]))
+    return {
+        "t": t,
+        "mode": "TP+SP" if sp else "TP",
+        "load": os.getloadavg()[0],
+        "step ms": 1e3 * m["step_s"],
+        "best ms": 1e3 * m["best_s"],
+        "predicted ms": 1e3 * pred["total_s"],
+        "error %": 100 * (pred["total_s"] - m["step_s"]) / m["step_s"],
+        "error best %": 100 * (pred["total_s"] - m["best_s"]) / m["best_s"],
+        "compute ms": 1e3 * m["compute_s"],
+        "compute pred": 1e3 * pred["compute_s"],
+        "compute CPU ms": 1e3 * m["cpu_s"],
+        "C_t ms": 1e3 * shard["compute_s"],
+        "T_c/t ms": 1e3 * cal.total_compute_s / t,
+        "AdamW ms": 1e3 * m["optimizer_s"],
+        "AdamW pred": 1e3 * pred["optimizer_s"],
+        "comm ms": 1e3 * m["comm_s"],
+        "comm ms (pred)": 1e3 * pred["comm_s"],
+        "ping-pong ring ms": 1e3 * pingpong,
+        "kB/block fwd+bwd": (b["block_fwd"] + b["block_bwd"]) / 1e3,
+        "kB/step counted": res[0]["step_bytes"] / 1e3,
+        "kB/step formula": step_formula / 1e3 if not sp else "",
+        "params/rank": res[0]["params"],
+        "params formula": param_count_per_rank(config, t, 0)["total"],
+        "act kB/block": res[0]["act_bytes_per_block"] / 1e3,
+        "act formula": activation_bytes_per_block(config, batch_size, config.block_size, t, sp) / 1e3,
+    }
+
+
+TIME_COLUMNS = ("t", "mode", "load", "step ms", "best ms", "predicted ms", "error %", "error best %", "compute ms",
+                "compute pred", "compute CPU ms", "C_t ms", "T_c/t ms", "AdamW ms", "AdamW pred", "comm ms",
+                "comm ms (pred)", "ping-pong ring ms")
 BYTES_COLUMNS = ("t", "mode", "kB/block fwd+bwd", "kB/step counted", "kB/step formula", "params/rank",
                  "params formula", "act kB/block", "act formula")
-FORMATS = {"load": "{:.1f}", "step ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
-           "compute ms": "{:.1f}", "compute pred": "{:.1f}", "T_c/t ms": "{:.1f}", "AdamW ms": "{:.1f}",
-           "AdamW pred": "{:.1f}", "comm ms": "{:.1f}", "comm ms (pred)": "{:.1f}", "ping-pong ring ms": "{:.1f}",
-           "kB/block fwd+bwd": "{:.0f}", "kB/step counted": "{:.0f}", "kB/step formula": "{:.0f}",
-           "act kB/block": "{:.0f}", "act formula": "{:.0f}"}
+FORMATS = {"load": "{:.1f}", "step ms": "{:.1f}", "best ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
+           "error best %": "{:+.0f}", "compute ms": "{:.1f}", "compute pred": "{:.1f}",
+           "compute CPU ms": "{:.1f}", "C_t ms": "{:.1f}", "T_c/t ms": "{:.1f}",
+           "AdamW ms": "{:.1f}", "AdamW pred": "{:.1f}", "comm ms": "{:.1f}", "comm ms (pred)": "{:.1f}",
+           "ping-pong ring ms": "{:.1f}", "kB/block fwd+bwd": "{:.0f}", "kB/step counted": "{:.0f}",
+           "kB/step formula": "{:.0f}", "act kB/block": "{:.0f}", "act formula": "{:.0f}"}
 
 
 def table(rows: list[dict], columns: tuple[str, ...]) -> str:
@@ -260,10 +304,11 @@ def table(rows: list[dict], columns: tuple[str, ...]) -> str:
     return format_table([{k: r[k] for k in columns} for r in rows], FORMATS)
 
 
-def mlp_rows(degrees: list[int], cal: Calibration, steps: int = 10) -> list[dict]:
+def mlp_rows(degrees: list[int], cal: Calibration, steps: int = 10, pin: bool = True) -> list[dict]:
     """A wider layer, where splitting pays: one MLP (width -> 4 width -> width), forward +
     backward, measured at each degree against ``T_1 / t * max(1, t / cores) + 2 A_t(4 B T C)``
-    (T_1 measured here, single process, 1 thread; ``A_t`` the all-reduce fit of ``cal``)."""
+    (T_1 measured here, single process, 1 thread, the fastest of ``steps``; ``A_t`` the
+    all-reduce fit of ``cal``). The measured time is the median step of the slowest rank."""
     width, batch = MLP_WIDTH, MLP_BATCH
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -277,17 +322,17 @@ def mlp_rows(degrees: list[int], cal: Calibration, steps: int = 10) -> list[dict
             t0 = time.perf_counter()
             mlp(xi).square().mean().backward()
             times.append(time.perf_counter() - t0)
-        t1 = statistics.median(times[2:])
+        t1 = min(times[2:])
     finally:
         torch.set_num_threads(before)
     nbytes = 4 * batch[0] * batch[1] * width
     rows = []
     for t in degrees:
-        measured = statistics.median(max(r["times"][i] for r in res) for res in [launch(
-            time_parallel_mlp, t, width=width, batch=batch, steps=steps, timeout=600, threads=1,
-            check_collectives=False)] for i in range(steps))
+        res = launch(time_parallel_mlp, t, width=width, batch=batch, steps=steps, pin=pin, timeout=600, threads=1,
+                     check_collectives=False)
+        measured = statistics.median(max(r["times"][i] for r in res) for i in range(steps))
         comm = 2 * cal.all_reduce[t].time(nbytes) if t > 1 else 0.0
-        pred = t1 / t * max(1.0, t / cal.cores) + comm
+        pred = t1 / t * core_share(t, cal.cores) + comm
         rows.append({"t": t, "load": os.getloadavg()[0], "fwd+bwd ms": 1e3 * measured, "predicted ms": 1e3 * pred,
                      "error %": 100 * (pred - measured) / measured, "comm ms (pred)": 1e3 * comm,
                      "kB all-reduced": 2 * nbytes / 1e3 if t > 1 else 0})
@@ -302,17 +347,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--launches", type=int, default=3, help="launches per measured row (median of their medians)")
     ap.add_argument("--no-sp", action="store_true", help="skip the sequence-parallel rows")
+    ap.add_argument("--no-pin", action="store_true", help="leave the ranks' threads free to move between cores")
     a = ap.parse_args(argv)
     config = reference_config(load_dataset().vocab_size)
-    rows, cal = run(config, a.degrees, a.batch, a.steps, (False,) if a.no_sp else (False, True), a.launches)
+    rows, cal = run(config, a.degrees, a.batch, a.steps, (False,) if a.no_sp else (False, True), a.launches,
+                    pin=not a.no_pin)
     print(f"reference GPT ({config.n_layer} layers, width {config.n_embd}, {config.n_head} heads), batch "
-          f"{a.batch} x {config.block_size}, 1 thread per rank, {cal.cores} cores, load average "
+          f"{a.batch} x {config.block_size}, 1 thread per rank, {cal.cores} cores, ranks "
+          f"{'free to move between cores' if a.no_pin else 'bound to core rank mod cores'}, load average "
           f"{os.getloadavg()[0]:.1f}")
     print(f"chapter 1: single-process fwd+bwd T_c = {1e3 * cal.total_compute_s:.1f} ms; "
           f"chapter 3 ping-pong: alpha = {cal.link.alpha * 1e6:.0f} us, 1/beta = {cal.link.bandwidth_gbs:.2f} GB/s")
     for t in a.degrees:
         s = cal.shard[t]
-        line = f"t={t}: shard alone C_t = {1e3 * s['compute_s']:.1f} ms, O_t = {1e3 * s['optimizer_s']:.1f} ms"
+        line = f"t={t}: rank 0's shard alone C_t = {1e3 * s['compute_s']:.1f} ms, O_t = {1e3 * s['optimizer_s']:.1f} ms"
         if t in cal.all_reduce:
             sizes, secs = cal.all_reduce_points[t]
             pts = ", ".join(f"{n / 1e3:.0f} kB {1e3 * x:.2f} ms" for n, x in zip(sizes, secs))
@@ -324,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, BYTES_COLUMNS))
     print(f"\none MLP {MLP_WIDTH} -> {4 * MLP_WIDTH} -> {MLP_WIDTH} on ({MLP_BATCH[0]}, {MLP_BATCH[1]}, {MLP_WIDTH}), "
           "forward + backward (where splitting pays):")
-    print(format_table(mlp_rows(a.degrees, cal, steps=a.steps),
+    print(format_table(mlp_rows(a.degrees, cal, steps=a.steps, pin=not a.no_pin),
                        {"load": "{:.1f}", "fwd+bwd ms": "{:.1f}", "predicted ms": "{:.1f}", "error %": "{:+.0f}",
                         "comm ms (pred)": "{:.1f}", "kB all-reduced": "{:.0f}"}))
 
