@@ -27,8 +27,9 @@ Prediction (:func:`predict_step`), from measurements that never run the TP model
   all-reduce, so each is priced as an all-reduce of the full activation) plus one all-reduce
   of the replicated parameters' gradients; the shard's compute is priced as plain TP's.
 
-Every calibration time is a minimum over repetitions: other processes on the machine can only
-add time, and the prediction is for idle cores (chapter 3's ping-pong does the same). Ranks are
+The prediction is for idle cores, so the calibration keeps out what other processes add: the
+shard's times are CPU seconds of its thread, the all-reduce's the minimum over repetitions
+(other processes can only add time; chapter 3's ping-pong does the same). Ranks are
 bound to core ``rank mod cores`` (:func:`course_lib.runs.tensor_parallel.pin_to_core`) in every
 measurement; ``--no-pin`` leaves their threads free, to see what binding saves.
 
