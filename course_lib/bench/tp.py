@@ -171,13 +171,33 @@ def all_reduce_sizes(config: GPTConfig, batch_size: int) -> list[int]:
     return sorted({tok, act // 4, act, mlp, 4 * act})
 
 
-def measure_gloo_all_reduce(p: int, sizes: list[int], repeats: int = 10, pin: bool = True) -> list[float]:
+def _sweep(rank: int, world_size: int, sizes: list[int], repeats: int, link_sizes: list[int] | None,
+           pin: bool) -> dict:
+    """Worker: gloo all-reduces per size (chapter 3's ``time_algorithms``), then, if
+    ``link_sizes``, chapter 3's ping-pong between ranks 0 and 1 (one launch for both)."""
+    out = pinned(rank, world_size, time_algorithms, pin=pin, sizes=sizes, repeats=repeats, algorithms=["gloo"])
+    ping = alpha_beta.ping_pong(rank, world_size, sizes=link_sizes, repeats=repeats) if link_sizes else None
+    return dict(gloo=out["gloo"], ping_pong=ping)
+
+
+def _shards(rank: int, world_size: int, config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
+            pin: bool) -> dict:
+    """Worker (one process): :func:`time_tp_shard` for every degree, in one launch."""
+    return {t: time_tp_shard(rank, world_size, config=config, t=t, batch_size=batch_size, steps=steps, pin=pin)
+            for t in degrees}
+
+
+def measure_gloo_all_reduce(p: int, sizes: list[int], repeats: int = 10, pin: bool = True,
+                            link_sizes: list[int] | None = None) -> tuple[list[float], list[float] | None]:
     """Seconds of one gloo all-reduce per size on p ranks: chapter 3's
     :func:`~course_lib.collectives.measure.time_algorithms` (each started by a barrier), the
-    slowest rank's time, minimum over ``repeats``; ranks bound to cores as in the step (``pin``)."""
-    res = launch(pinned, p, worker=time_algorithms, pin=pin, sizes=sizes, repeats=repeats, algorithms=["gloo"],
+    slowest rank's time, minimum over ``repeats``; ranks bound to cores as in the step (``pin``).
+    With ``link_sizes``, also the ping-pong's one-way seconds per size (chapter 3's
+    :func:`~course_lib.alpha_beta.ping_pong`) from the same launch."""
+    res = launch(_sweep, p, sizes=sizes, repeats=repeats, link_sizes=link_sizes, pin=pin,
                  timeout=600, threads=1, check_collectives=False)
-    return [min(max(r["gloo"][k][i] for r in res) for i in range(repeats)) for k in range(len(sizes))]
+    secs = [min(max(r["gloo"][k][i] for r in res) for i in range(repeats)) for k in range(len(sizes))]
+    return secs, res[0]["ping_pong"]
 
 
 def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: int = 10,
@@ -191,16 +211,21 @@ def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: i
         total = sum(p.seconds for p in profile_gpt(GPT(config), batch_size=batch_size, repeats=5))
     finally:
         torch.set_num_threads(before)
-    sizes, seconds = alpha_beta.measure_point_to_point(LINK_SIZES, repeats=10)
-    cal = Calibration(cores=machine_cores(), total_compute_s=total, link=alpha_beta.fit_alpha_beta(sizes, seconds))
+    shards = launch(_shards, 1, config=config, degrees=list(degrees), batch_size=batch_size, steps=repeats, pin=pin,
+                    timeout=600, threads=1, check_collectives=False)[0]
     ar_sizes = all_reduce_sizes(config, batch_size)
+    points, ping = {}, None
     for t in degrees:
-        cal.shard[t] = launch(time_tp_shard, 1, config=config, t=t, batch_size=batch_size, steps=repeats,
-                              pin=pin, timeout=600, threads=1, check_collectives=False)[0]
         if t > 1:
-            secs = measure_gloo_all_reduce(t, ar_sizes, repeats, pin)
-            cal.all_reduce_points[t] = (ar_sizes, secs)
-            cal.all_reduce[t] = fit_all_reduce(ar_sizes, secs)
+            points[t], got = measure_gloo_all_reduce(t, ar_sizes, repeats, pin, LINK_SIZES if ping is None else None)
+            ping = ping or got
+    if ping is None:  # no degree above 1: the ping-pong alone
+        ping = alpha_beta.measure_point_to_point(LINK_SIZES, repeats=repeats)[1]
+    cal = Calibration(cores=machine_cores(), total_compute_s=total, link=alpha_beta.fit_alpha_beta(LINK_SIZES, ping),
+                      shard=shards)
+    for t, secs in points.items():
+        cal.all_reduce_points[t] = (ar_sizes, secs)
+        cal.all_reduce[t] = fit_all_reduce(ar_sizes, secs)
     return cal
 
 
@@ -239,7 +264,7 @@ def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
     rank; and the calibration the prediction came from. ``pin``: every rank, in the
     measurements and the step, bound to core ``rank mod cores``
     (:func:`course_lib.runs.tensor_parallel.pin_to_core`)."""
-    cal = calibrate(config, batch_size, degrees, repeats=max(steps, 10), pin=pin)
+    cal = calibrate(config, batch_size, degrees, repeats=max(steps, 5), pin=pin)
     rows = []
     for t in degrees:
         for sp in sequence_parallel if t > 1 else (False,):
