@@ -85,6 +85,7 @@ class Calibration:
     shard: dict[int, dict] = field(default_factory=dict)  # t -> time_tp_shard's result: compute_s, optimizer_s
     all_reduce: dict[int, alpha_beta.AlphaBeta] = field(default_factory=dict)  # t -> A_t fit
     all_reduce_points: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
+    step_at_1: dict | None = None  # time_tp_step at t = 1, run in the shards' process after them (one launch less)
 
 
 def machine_cores() -> int:
@@ -181,10 +182,15 @@ def _sweep(rank: int, world_size: int, sizes: list[int], repeats: int, link_size
 
 
 def _shards(rank: int, world_size: int, config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
-            pin: bool) -> dict:
-    """Worker (one process): :func:`time_tp_shard` for every degree, in one launch."""
-    return {t: time_tp_shard(rank, world_size, config=config, t=t, batch_size=batch_size, steps=steps, pin=pin)
-            for t in degrees}
+            pin: bool, step_at_1: dict | None = None) -> dict:
+    """Worker (one process): :func:`time_tp_shard` for every degree, in one launch; then, if
+    ``step_at_1`` (time_tp_step's keyword arguments), the t = 1 step, which needs no other rank."""
+    shards = {t: time_tp_shard(rank, world_size, config=config, t=t, batch_size=batch_size, steps=steps, pin=pin)
+              for t in degrees}
+    step = None
+    if step_at_1:
+        step = time_tp_step(rank, world_size, config=config, batch_size=batch_size, pin=pin, **step_at_1)
+    return dict(shards=shards, step=step)
 
 
 def measure_gloo_all_reduce(p: int, sizes: list[int], repeats: int = 10, pin: bool = True,
@@ -201,9 +207,11 @@ def measure_gloo_all_reduce(p: int, sizes: list[int], repeats: int = 10, pin: bo
 
 
 def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: int = 10,
-              pin: bool = True) -> Calibration:
+              pin: bool = True, step_at_1: dict | None = None) -> Calibration:
     """Chapter 1's ``T_c`` (profile_gpt), chapter 3's ping-pong link, and per degree t: rank 0's
-    shard timed alone (``C_t``, ``O_t``) and gloo all-reduces on t ranks fitted to ``A_t``."""
+    shard timed alone (``C_t``, ``O_t``) and gloo all-reduces on t ranks fitted to ``A_t``.
+    ``step_at_1``: :func:`time_tp_step`'s keyword arguments for the t = 1 step, measured in the
+    same process after the shards (``Calibration.step_at_1``)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -211,8 +219,8 @@ def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: i
         total = sum(p.seconds for p in profile_gpt(GPT(config), batch_size=batch_size, repeats=5))
     finally:
         torch.set_num_threads(before)
-    shards = launch(_shards, 1, config=config, degrees=list(degrees), batch_size=batch_size, steps=repeats, pin=pin,
-                    timeout=600, threads=1, check_collectives=False)[0]
+    one = launch(_shards, 1, config=config, degrees=list(degrees), batch_size=batch_size, steps=repeats, pin=pin,
+                 step_at_1=step_at_1, timeout=600, threads=1, check_collectives=False)[0]
     ar_sizes = all_reduce_sizes(config, batch_size)
     points, ping = {}, None
     for t in degrees:
@@ -222,7 +230,7 @@ def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: i
     if ping is None:  # no degree above 1: the ping-pong alone
         ping = alpha_beta.measure_point_to_point(LINK_SIZES, repeats=repeats)[1]
     cal = Calibration(cores=machine_cores(), total_compute_s=total, link=alpha_beta.fit_alpha_beta(LINK_SIZES, ping),
-                      shard=shards)
+                      shard=one["shards"], step_at_1=one["step"])
     for t, secs in points.items():
         cal.all_reduce_points[t] = (ar_sizes, secs)
         cal.all_reduce[t] = fit_all_reduce(ar_sizes, secs)
@@ -230,16 +238,19 @@ def calibrate(config: GPTConfig, batch_size: int, degrees: list[int], repeats: i
 
 
 def measure_step(config: GPTConfig, batch_size: int, t: int, steps: int, sequence_parallel: bool,
-                 launches: int = 1, pin: bool = True) -> dict:
+                 launches: int = 1, pin: bool = True, done: list | None = None) -> dict:
     """The step of :func:`time_tp_step`, each step being its slowest rank's time: median and
     minimum over steps, and its split into collectives, AdamW and the rest (that rank's,
-    medians over steps); medians over ``launches`` launches."""
+    medians over steps); medians over ``launches`` launches (``done``: results of runs
+    already made, counted among them)."""
     if not isinstance(launches, int) or launches < 1:
         raise ValueError(f"launches must be an int >= 1, got {launches!r}")
+    done = list(done or [])
     per_launch = []
-    for _ in range(launches):
-        res = launch(time_tp_step, t, config=config, batch_size=batch_size, steps=steps,
-                     sequence_parallel=sequence_parallel, pin=pin, timeout=600, threads=1, check_collectives=False)
+    for j in range(launches):
+        res = done[j] if j < len(done) else launch(
+            time_tp_step, t, config=config, batch_size=batch_size, steps=steps, sequence_parallel=sequence_parallel,
+            pin=pin, timeout=600, threads=1, check_collectives=False)
         step, comm_s, opt_s, cpu_s = [], [], [], []
         for i in range(len(res[0]["times"])):
             r = max(res, key=lambda x: x["times"][i])
@@ -264,12 +275,14 @@ def run(config: GPTConfig, degrees: list[int], batch_size: int, steps: int,
     rank; and the calibration the prediction came from. ``pin``: every rank, in the
     measurements and the step, bound to core ``rank mod cores``
     (:func:`course_lib.runs.tensor_parallel.pin_to_core`)."""
-    cal = calibrate(config, batch_size, degrees, repeats=max(steps, 5), pin=pin)
+    cal = calibrate(config, batch_size, degrees, repeats=max(steps, 5), pin=pin,
+                    step_at_1=dict(steps=steps) if 1 in degrees else None)
     rows = []
     for t in degrees:
         for sp in sequence_parallel if t > 1 else (False,):
-            rows.append(_row(config, batch_size, t, sp, measure_step(config, batch_size, t, steps, sp, launches, pin),
-                             cal))
+            done = [[cal.step_at_1]] if t == 1 else None
+            rows.append(_row(config, batch_size, t, sp, measure_step(config, batch_size, t, steps, sp, launches, pin,
+                                                                     done), cal))
     return rows, cal
 
 
