@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from course_lib import comm
+from course_lib.alpha_beta import AlphaBeta
 from course_lib.configs import tp_config
 from course_lib.data import load_dataset
 from course_lib.launcher import launch
@@ -30,6 +31,7 @@ from course_lib.tensor_parallel import (AG, AR, RS, ColumnParallelLinear, KeyedD
                                         comm_bytes_per_layer, copy_to_tp, param_count_per_rank, reduce_from_tp, shard,
                                         vocab_parallel_cross_entropy, vocab_range)
 from course_lib.tp_gpt import TensorParallelGPT, activation_bytes_per_block
+from course_lib.tp_step_time import core_share, fit_all_reduce, predict_step
 
 VOCAB = load_dataset().vocab_size  # 46: not divisible by 4, so the vocabulary splits unevenly
 CFG = tp_config(VOCAB)
@@ -283,3 +285,28 @@ def test_ring_wire_bytes_is_the_ring_formula():
     for t in (1, 2, 4):
         assert ring_wire_bytes("all_reduce", N, t) == 2 * (t - 1) * N // t
         assert ring_wire_bytes("reduce_scatter", N, t) == ring_wire_bytes("all_gather", N, t) == (t - 1) * N // t
+
+
+def test_step_prediction_is_its_formula():
+    """``tp_step_time.predict_step``: (C_t + O_t) max(1, t/cores) + (4L+2) A_t(4BTC) + 3 A_t(4BT), from
+    given measurements (no timing here); a flat all-reduce curve fits as pure latency, a
+    straight one gives back its alpha and beta."""
+    a = AlphaBeta(alpha=1e-4, beta=1e-9)
+    act, tok = 4 * B * CFG.block_size * CFG.n_embd, 4 * B * CFG.block_size
+    comm_s = (4 * CFG.n_layer + 2) * (1e-4 + act * 1e-9) + 3 * (1e-4 + tok * 1e-9)
+    p = predict_step(CFG, B, 4, compute_s=0.01, optimizer_s=0.002, all_reduce=a, cores=2)
+    assert p["compute_s"] == pytest.approx(0.02) and p["optimizer_s"] == pytest.approx(0.004)  # 2 ranks per core
+    assert p["comm_s"] == pytest.approx(comm_s) and p["total_s"] == pytest.approx(0.024 + comm_s)
+    p2 = predict_step(CFG, B, 2, compute_s=0.01, optimizer_s=0.002, all_reduce=a, cores=2)
+    assert p2["compute_s"] == pytest.approx(0.01) and p2["comm_s"] == pytest.approx(comm_s)  # a core each
+    sp = predict_step(CFG, B, 2, 0.01, 0.002, a, 2, sequence_parallel=True)
+    assert sp["comm_s"] == pytest.approx(comm_s + 1e-4 + 4 * param_count_per_rank(CFG, 2)["replicated"] * 1e-9)
+    assert predict_step(CFG, B, 1, 0.01, 0.002, None, 2)["total_s"] == pytest.approx(0.012)
+    with pytest.raises(ValueError, match="pass all_reduce"):
+        predict_step(CFG, B, 2, 0.01, 0.002, None, 2)
+    assert (core_share(1, 2), core_share(2, 2), core_share(4, 2), core_share(3, 1)) == (1.0, 1.0, 2.0, 3.0)
+    ts = [2e-3, 1.5e-3, 1e-3]  # slower for the smaller messages: latency-bound, beta would be < 0
+    flat = fit_all_reduce([4096, 65536, 262144], ts)
+    assert flat.beta == 0 and flat.alpha == pytest.approx(sum(1 / x for x in ts) / sum(1 / x ** 2 for x in ts))
+    line = fit_all_reduce([4096, 65536, 1 << 20], [1e-4 + n * 1e-9 for n in (4096, 65536, 1 << 20)])
+    assert line.alpha == pytest.approx(1e-4) and line.beta == pytest.approx(1e-9)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import statistics
 import time
 
@@ -158,36 +159,127 @@ def tp_with_dropout(rank: int, world_size: int, config: GPTConfig, batch_size: i
     return dict(logits=gather_dim(logits, -1), loss=loss.item(), grads=unshard(tp, grads=True))
 
 
+def pin_to_core(rank: int) -> int | None:
+    """Bind this rank's process, every thread of it, to one core: ``rank mod cores``.
+
+    A gloo collective wakes three threads per rank (the caller, gloo's worker thread, its TCP
+    thread) several times. Left free, the scheduler often wakes them on the core where another
+    rank is computing, so the collective waits for that rank's time slice and the computation
+    is interrupted; bound, a rank's hand-offs stay on its own core. (torchrun and MPI launchers
+    bind ranks to cores for the same reason.) Returns the core, or None where the system cannot
+    bind (macOS)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[rank % len(cores)]
+    for tid in os.listdir("/proc/self/task"):  # threads started later inherit the caller's binding
+        try:
+            os.sched_setaffinity(int(tid), {core})
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return core
+
+
+def pinned(rank: int, world_size: int, worker, pin: bool = True, **kwargs):
+    """Worker: ``worker(rank, world_size, **kwargs)``, this rank bound to its core first if ``pin``
+    (:func:`pin_to_core`)."""
+    if pin:
+        pin_to_core(rank)
+    return worker(rank, world_size, **kwargs)
+
+
 def time_tp_step(rank: int, world_size: int, config: GPTConfig, batch_size: int = 8, steps: int = 10,
-                 warmup: int = 2, sequence_parallel: bool = False, lr: float = 1e-3) -> dict:
-    """Worker: median seconds of one training step (forward, backward, AdamW) of the
-    tensor-parallel GPT, a step ending when the slowest rank is done (barrier before and after).
-    Also the collective bytes of one step, the parameters and one block's saved activations."""
+                 warmup: int = 2, sequence_parallel: bool = False, lr: float = 1e-3, pin: bool = True) -> dict:
+    """Worker: this rank's seconds per training step (forward, backward, AdamW) of the
+    tensor-parallel GPT, and how they split.
+
+    Every step starts after a barrier (so steps never overlap) and ends when this rank's AdamW
+    step returns; the step time of the group is the slowest rank's, ``max`` over ranks of
+    ``times[i]`` (a closing barrier would add one more collective to every step). Per step
+    also ``comm_times`` (seconds inside the collectives, from :mod:`course_lib.comm`'s timeline)
+    and ``opt_times`` (the AdamW step), so that ``compute = step - comm - opt``, and
+    ``cpu_times``, the CPU seconds of this thread in forward + backward (its computation,
+    plus the little it spends handing tensors to gloo). Also the
+    collective bytes of one step, the parameters and one block's saved activations. ``pin``:
+    each rank bound to core ``rank mod cores`` (:func:`pin_to_core`)."""
+    if pin:
+        pin_to_core(rank)
     data = load_dataset().train
     torch.manual_seed(0)
     tp = TensorParallelGPT(GPT(config), rank, world_size, sequence_parallel=sequence_parallel)
     opt = make_optimizer(tp, lr=lr)
     gen = torch.Generator().manual_seed(1)
-    times = []
-    for i in range(warmup + steps):
-        x, y = get_batch(data, batch_size, config.block_size, gen)
-        comm.barrier()
-        comm.reset_stats()
-        t0 = time.perf_counter()
-        tp.zero_grad(set_to_none=True)
-        _, loss = tp(x, y)
-        loss.backward()
-        tp.finish_grads()
-        opt.step()
-        step_bytes = sum(comm.get_stats().collective_bytes.values())
-        comm.barrier()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+    times, comm_times, opt_times, cpu_times = [], [], [], []
+    tracing = comm.tracing
+    comm.tracing = True
+    try:
+        for i in range(warmup + steps):
+            x, y = get_batch(data, batch_size, config.block_size, gen)
+            comm.barrier()
+            comm.reset_stats()
+            c0, t0 = time.thread_time(), time.perf_counter()
+            tp.zero_grad(set_to_none=True)
+            _, loss = tp(x, y)
+            loss.backward()
+            tp.finish_grads()
+            c1, t1 = time.thread_time(), time.perf_counter()
+            opt.step()
+            t2 = time.perf_counter()
+            stats = comm.get_stats()
+            if i >= warmup:
+                times.append(t2 - t0)
+                opt_times.append(t2 - t1)
+                cpu_times.append(c1 - c0)
+                comm_times.append(sum(end - start for op, _, start, end, _ in stats.trace
+                                      if end is not None and op != "barrier"))
+            step_bytes = sum(n for op, n in stats.collective_bytes.items() if op != "barrier")
+    finally:
+        comm.tracing = tracing
     T = config.block_size
     h = torch.randn(batch_size, T // world_size if sequence_parallel else T, config.n_embd, requires_grad=True)
     _, act = saved_activation_bytes(tp, tp.blocks[0], h)
-    return dict(step_s=statistics.median(times), times=times, step_bytes=step_bytes,
-                params=sum(p.numel() for p in tp.parameters()), act_bytes_per_block=act)
+    return dict(step_s=statistics.median(times), times=times, comm_times=comm_times, opt_times=opt_times,
+                cpu_times=cpu_times,
+                step_bytes=step_bytes, params=sum(p.numel() for p in tp.parameters()), act_bytes_per_block=act)
+
+
+def time_tp_shard(rank: int, world_size: int, config: GPTConfig, t: int, batch_size: int = 8, steps: int = 10,
+                  warmup: int = 2, pin: bool = True) -> dict:
+    """Worker, on ONE process: rank 0's share of the degree-``t`` model, timed alone.
+
+    With ``world_size == 1`` every ``f``, ``g`` and loss all-reduce is skipped, so this is the
+    computation one rank of a degree-``t`` group does, without its communication and without
+    other ranks on the machine: chapter 1's calibration applied to the shard. ``compute_s``
+    (forward + backward) and ``optimizer_s`` (AdamW over the rank's shards) are medians of the
+    CPU seconds of this thread: on an idle core that is the wall time, and unlike the wall time
+    it does not grow when other processes take the core (a shared machine); the wall times
+    per step are returned too. ``pin``: bound to one core, as the ranks of
+    :func:`time_tp_step` are."""
+    if world_size != 1:
+        raise ValueError(f"time_tp_shard times one rank's computation without communication: "
+                         f"launch it on 1 process (launch(time_tp_shard, 1, t={t}, ...)), got {world_size}")
+    if pin:
+        pin_to_core(rank)
+    data = load_dataset().train
+    torch.manual_seed(0)
+    tp = TensorParallelGPT(GPT(config), 0, t)
+    opt = make_optimizer(tp)
+    gen = torch.Generator().manual_seed(1)
+    compute, optim, wall = [], [], []
+    for i in range(warmup + steps):
+        x, y = get_batch(data, batch_size, config.block_size, gen)
+        c0, t0 = time.thread_time(), time.perf_counter()
+        tp.zero_grad(set_to_none=True)
+        _, loss = tp(x, y)
+        loss.backward()
+        c1 = time.thread_time()
+        opt.step()
+        c2, t2 = time.thread_time(), time.perf_counter()
+        if i >= warmup:
+            compute.append(c1 - c0)
+            optim.append(c2 - c1)
+            wall.append(t2 - t0)
+    return dict(compute_s=statistics.median(compute), optimizer_s=statistics.median(optim), wall_times=wall)
 
 
 def torch_tp_plan(config: GPTConfig, blocks_only: bool = False, sequence_parallel: bool = False) -> dict:
@@ -326,9 +418,13 @@ def compare_torch_tp(rank: int, world_size: int, config: GPTConfig, batch_size: 
 
 
 def time_parallel_mlp(rank: int, world_size: int, width: int = 256, batch: tuple[int, int] = (8, 64),
-                      steps: int = 10, warmup: int = 2) -> dict:
-    """Worker: median seconds of forward + backward of one tensor-parallel MLP
-    (width -> 4 width -> width) on a (B, T, width) input; barrier-synchronised."""
+                      steps: int = 10, warmup: int = 2, pin: bool = True) -> dict:
+    """Worker: seconds of forward + backward of one tensor-parallel MLP (width -> 4 width ->
+    width) on a (B, T, width) input, from a common barrier to this rank's end (``times``; the
+    group's time is the slowest rank's), and their median (``step_s``). ``pin``: as in
+    :func:`time_tp_step`."""
+    if pin:
+        pin_to_core(rank)
     torch.manual_seed(0)
     mlp = ParallelMLP(MLP(mlp_config(width)), rank, world_size)
     x = torch.randn(*batch, width)
@@ -338,7 +434,6 @@ def time_parallel_mlp(rank: int, world_size: int, width: int = 256, batch: tuple
         comm.barrier()
         t0 = time.perf_counter()
         mlp(xi).square().mean().backward()
-        comm.barrier()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return dict(step_s=statistics.median(times))
+    return dict(step_s=statistics.median(times), times=times)
