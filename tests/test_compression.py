@@ -81,13 +81,22 @@ def test_ring_counters_show_all_gather_traffic_growing_with_ranks():
 
 
 # ----------------------------------------------------------------------------- values
+# Two stacks over the N-element vector: a 20 x 30 matrix, and the last 400 elements + 20 pads as 28 x 15.
+STACKS = [torch.arange(600).view(20, 30), torch.cat([torch.arange(600, N), torch.full((20,), -1)]).view(28, 15)]
+
+
 def _values_worker(rank: int, world_size: int, steps: int) -> dict:
-    cs = {**_compressors("gloo"), "top-k dgc": C.TopK(0.1, momentum=0.9)}
+    cs = {**_compressors("gloo"), "top-k dgc": C.TopK(0.1, momentum=0.9),
+          "stacked": C.StackedPowerSGD(STACKS, rank=2, momentum=0.9)}
     out: dict = {name: [] for name in cs}
+    out["stacked bytes"] = []
     for t in range(steps):
         for name, c in cs.items():
             shape = SHAPES["matrix"] if name == "powersgd" else SHAPES["vector"]
+            comm.reset_stats()
             out[name].append(c.reduce(_grads(world_size, shape, t)[rank]))
+            if name == "stacked":
+                out["stacked bytes"].append(sum(comm.get_stats().collective_bytes.values()))
     return out
 
 
@@ -96,7 +105,7 @@ def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
     shape = SHAPES["matrix"] if name == "powersgd" else SHAPES["vector"]
     res, e, u = [], [torch.zeros(shape) for _ in range(p)], [torch.zeros(shape) for _ in range(p)]
     gen = torch.Generator().manual_seed(0)
-    q = None
+    q = qs = None
     for t in range(steps):
         g = _grads(p, shape, t)
         if name == "fp32":
@@ -150,6 +159,26 @@ def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
             for r in range(p):
                 e[r] = M[r] - P @ q.T
             res.append(P @ q.T)
+        elif name == "stacked":  # PowerSGD per stack on e + u; u loses the subspace sent
+            if qs is None:
+                qs = [torch.randn(I.shape[1], 2, generator=gen) for I in STACKS]
+            x = []
+            for r in range(p):
+                u[r] = 0.9 * u[r] + g[r]
+                x.append(torch.cat([e[r] + u[r], torch.zeros(1)]))
+            sent = torch.zeros(N + 1)
+            for i, I in enumerate(STACKS):
+                M = [torch.where(I >= 0, x[r][I], 0.0) for r in range(p)]
+                P = torch.linalg.qr(sum(m @ qs[i] for m in M) / p).Q
+                qs[i] = sum(m.T @ P for m in M) / p
+                sent[I] = P @ qs[i].T
+                for r in range(p):
+                    U = torch.cat([u[r], torch.zeros(1)])[I]
+                    keep = I >= 0
+                    u[r][I[keep]] = (U - P @ (P.T @ U))[keep]
+            for r in range(p):
+                e[r] = x[r][:N] - sent[:N]
+            res.append(sent[:N])
     return res
 
 
@@ -157,7 +186,9 @@ def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
 def test_results_equal_the_single_process_computation(p):
     steps = 3
     res = launch(_values_worker, p, steps=steps)
-    for name in ("fp32", "sign", "ef-sign", "top-k", "top-k dgc", "random-k", "powersgd"):
+    assert res[0]["stacked bytes"] == [4 * 2 * (20 + 30 + 28 + 15)] * steps  # sum over stacks of 4r(m + n)
+    assert C.StackedPowerSGD(STACKS, rank=2).payload_bytes((N,)) == 4 * 2 * (20 + 30 + 28 + 15)
+    for name in ("fp32", "sign", "ef-sign", "top-k", "top-k dgc", "random-k", "powersgd", "stacked"):
         want = _reference(name, p, steps)
         for rank in range(p):
             for t in range(steps):
@@ -240,6 +271,10 @@ def test_bad_arguments_say_what_to_do():
         C.PowerSGD(0)
     with pytest.raises(TypeError, match="floating-point"):
         C.AllReduce().reduce(torch.ones(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="no stacks; pass stacks="):
+        C.StackedPowerSGD().payload_bytes((10,))
+    with pytest.raises(ValueError, match="stacks cover 1000 elements"):
+        C.StackedPowerSGD(STACKS).payload_bytes((10,))
 
 
 # ----------------------------------------------------------------------------- inside DDP
