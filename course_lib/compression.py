@@ -510,7 +510,7 @@ class StackedPowerSGD(PowerSGD):
 
     def _numel(self) -> int:
         if self.stacks is None:
-            raise ValueError(f"{self.name}: no stacks; pass stacks= (e.g. gpt_stacks(model)) before reducing")
+            raise ValueError(f"{self.name}: no stacks; pass stacks= (e.g. gpt_stacks(model))")
         return sum(int((I >= 0).sum()) for I in self.stacks)
 
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:

@@ -287,6 +287,11 @@ def _ddp_worker(rank: int, world_size: int, impl: str, method: str, per_tensor: 
                             per_tensor=per_tensor, eval_iters=0, **kw)
 
 
+def _ddp_runs(rank: int, world_size: int, runs: list[dict]) -> list[dict]:
+    """Several :func:`_ddp_worker` runs inside one launch (one start-up)."""
+    return [_ddp_worker(rank, world_size, **kw) for kw in runs]
+
+
 def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
     from course_lib.runs.data_parallel import train_data_parallel
     from course_lib.data import load_dataset
@@ -294,13 +299,20 @@ def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
     cfg = toy_config(load_dataset().vocab_size)
     plain = launch(train_data_parallel, 2, config=cfg, steps=3, batch_size=8)
     fp32 = launch(_ddp_worker, 2, impl="course", method="fp32")
-    topk = launch(_ddp_worker, 2, impl="course", method="top-k 1% +EF", warmup_steps=1)
+    runs = launch(_ddp_runs, 2, runs=[dict(impl="course", method="top-k 1% +EF", warmup_steps=1),
+                                      dict(impl="course", method="powersgd r=4 stacked", warmup_steps=1,
+                                           optimizer="sgd", lr=0.1, momentum=0.9, momentum_correction=True)])
+    topk, stacked = ([r[i] for r in runs] for i in range(2))
     torch.testing.assert_close(fp32[0]["params"], plain[0]["params"], atol=1e-6, rtol=1e-5)
     n = sum(p.numel() for p in GPT(cfg).parameters())
     assert fp32[0]["bytes_per_step"] == 4 * n
     # one bucket, the whole model: 1 dense warm-up step of 4n bytes, then 2 steps of 8k bytes
     assert topk[0]["bytes_per_step"] == (4 * n + 2 * 8 * max(1, int(0.01 * n))) / 3
-    assert torch.equal(topk[0]["params"], topk[1]["params"])  # replicas stay identical
+    # stacked PowerSGD: 2 steps of 4r(m + n) per stack (gpt_stacks' two matrices)
+    stacks = C.gpt_stacks(GPT(cfg))
+    assert stacked[0]["bytes_per_step"] == (4 * n + 2 * sum(4 * 4 * sum(I.shape) for I in stacks)) / 3
+    for res in (topk, stacked):
+        assert torch.equal(res[0]["params"], res[1]["params"])  # replicas stay identical
 
 
 def test_torch_ddp_comm_hook_uses_the_compressors():

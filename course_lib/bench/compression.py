@@ -15,6 +15,8 @@ delayed gradient undoes what error feedback carries, cf. Tang et al. 2021, 1-bit
 learning rate tuned for fp32 and then kept for all, a few dense warm-up steps (Lin et al.
 2018, DGC; torch's ``start_powerSGD_iter``), and, in a row of its own, DGC's momentum
 correction for Top-K (the velocity accumulated into the residual and cleared where sent).
+PowerSGD runs on one flat bucket, and, in rows of their own, on the GPT's matrices stacked
+across layers (``StackedPowerSGD``), with and without the same momentum correction.
 """
 from __future__ import annotations
 
@@ -29,11 +31,11 @@ from course_lib.configs import reference_config
 from course_lib.data import load_dataset
 from course_lib.launcher import launch
 from course_lib.model import GPT
-from course_lib.runs.compression import METHODS, make_compressor, mean_losses, train_compressed
+from course_lib.runs.compression import METHODS, MODEL_METHODS, make_compressor, mean_losses, train_compressed
 from course_lib.tables import format_table
 
 # (label, method, extra arguments of train_compressed)
-RUNS = [(m, m, {}) for m in METHODS] + [
+RUNS = [(m, m, {}) for m in list(METHODS) + list(MODEL_METHODS)] + [
     ("top-k 1% +EF +DGC momentum", "top-k 1% +EF", {"momentum_correction": True}),
     ("powersgd r=4 stacked +DGC momentum", "powersgd r=4 stacked", {"momentum_correction": True}),
     ("powersgd r=4 per tensor", "powersgd r=4", {"per_tensor": True})]

@@ -36,21 +36,22 @@ METHODS: dict[str, Callable[[], Compressor]] = {
     "top-k 1% no EF": lambda: TopK(0.01, error_feedback=False),
     "top-k 1% +EF": lambda: TopK(0.01),
     "powersgd r=4": lambda: PowerSGD(rank=4),
-    "powersgd r=4 stacked": lambda: StackedPowerSGD(rank=4),
+}
+# Methods built from the model itself (the GPT's gradients stacked into a few matrices).
+MODEL_METHODS: dict[str, Callable[[nn.Module], Compressor]] = {
+    "powersgd r=4 stacked": lambda model: StackedPowerSGD(gpt_stacks(model), rank=4),
 }
 
 
 def make_compressor(method: str, model: nn.Module | None = None) -> Compressor:
-    """A fresh compressor for one of :data:`METHODS`; a stacked PowerSGD takes its stacks
-    from ``model`` (:func:`~course_lib.compression.gpt_stacks`)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    compressor = METHODS[method]()
-    if isinstance(compressor, StackedPowerSGD):
+    """A fresh compressor for one of :data:`METHODS`, or of :data:`MODEL_METHODS` (from ``model``)."""
+    if method in MODEL_METHODS:
         if model is None:
             raise ValueError(f"{method!r} stacks a model's gradients: pass model=")
-        compressor.stacks = gpt_stacks(model)
-    return compressor
+        return MODEL_METHODS[method](model)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS) + list(MODEL_METHODS)}")
+    return METHODS[method]()
 
 
 def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, batch_size: int = 32,
