@@ -298,11 +298,11 @@ def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
 
     cfg = toy_config(load_dataset().vocab_size)
     plain = launch(train_data_parallel, 2, config=cfg, steps=3, batch_size=8)
-    fp32 = launch(_ddp_worker, 2, impl="course", method="fp32")
-    runs = launch(_ddp_runs, 2, runs=[dict(impl="course", method="top-k 1% +EF", warmup_steps=1),
+    runs = launch(_ddp_runs, 2, runs=[dict(impl="course", method="fp32"),
+                                      dict(impl="course", method="top-k 1% +EF", warmup_steps=1),
                                       dict(impl="course", method="powersgd r=4 stacked", warmup_steps=1,
                                            optimizer="sgd", lr=0.1, momentum=0.9, momentum_correction=True)])
-    topk, stacked = ([r[i] for r in runs] for i in range(2))
+    fp32, topk, stacked = ([r[i] for r in runs] for i in range(3))
     torch.testing.assert_close(fp32[0]["params"], plain[0]["params"], atol=1e-6, rtol=1e-5)
     n = sum(p.numel() for p in GPT(cfg).parameters())
     assert fp32[0]["bytes_per_step"] == 4 * n
