@@ -429,8 +429,13 @@ class PowerSGD(Compressor):
     def __init__(self, rank: int = 4, error_feedback: bool = True, warm_start: bool = True, seed: int = 0,
                  collectives: str = "gloo") -> None:
         super().__init__(collectives)
-        if not isinstance(rank, int) or rank < 1:
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
             raise ValueError(f"rank must be an int >= 1 (the rank of the approximation), got {rank!r}")
+        for name, flag in (("error_feedback", error_feedback), ("warm_start", warm_start)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int (the same on every rank), got {seed!r}")
         self.rank, self.error_feedback, self.warm_start = rank, error_feedback, warm_start
         self.gen = torch.Generator().manual_seed(seed)  # identical stream on every rank
         self.residual: dict[Hashable, torch.Tensor] = {}

@@ -269,6 +269,12 @@ def test_bad_arguments_say_what_to_do():
         C.AllReduce("nccl")
     with pytest.raises(ValueError, match="rank must be an int"):
         C.PowerSGD(0)
+    with pytest.raises(ValueError, match="rank must be an int"):
+        C.PowerSGD(True)
+    with pytest.raises(TypeError, match="error_feedback must be True or False"):
+        C.PowerSGD(error_feedback="no")
+    with pytest.raises(TypeError, match="seed must be an int"):
+        C.PowerSGD(seed=2.5)
     with pytest.raises(TypeError, match="floating-point"):
         C.AllReduce().reduce(torch.ones(3, dtype=torch.int64))
     with pytest.raises(ValueError, match="no stacks; pass stacks="):
