@@ -343,6 +343,15 @@ class SignMajority(Compressor):
 
 
 # =============================================================================== 4. EF-signSGD
+def _memory(state: dict, key: Hashable, g: torch.Tensor) -> torch.Tensor | int:
+    """What a compressor remembers for ``key`` (a residual, a velocity), or 0 the first time;
+    refuses a tensor whose size differs from the one that filled it."""
+    if key in state and state[key].numel() != g.numel():
+        raise ValueError(f"key {key!r} was first used for a tensor of {state[key].numel()} elements, now "
+                         f"{g.numel()}: give each tensor its own key (a bucket index or a parameter name)")
+    return state.get(key, 0)
+
+
 class EFSign(Compressor):
     """Scaled sign with error feedback (Karimireddy et al. 2019, ICML, "Error Feedback Fixes
     SignSGD"), per rank:  ``p = g + e;  C(p) = (||p||_1 / n) sign(p);  e <- p - C(p)``,
@@ -361,7 +370,7 @@ class EFSign(Compressor):
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
         self._check(g)
         n = g.numel()
-        p = g.detach().reshape(-1).float() + self.residual.get(key, 0)
+        p = g.detach().reshape(-1).float() + _memory(self.residual, key, g)
         scale = p.abs().mean()
         self.residual[key] = p - scale * torch.where(p >= 0, 1.0, -1.0)
         payload = torch.cat([pack_signs(p), scale.reshape(1).view(torch.uint8)])
@@ -411,7 +420,7 @@ class RandomK(_Sparsifier):
         n = g.numel()
         k = _k_of(self.fraction, n)
         idx = torch.randperm(n, generator=self.gen)[:k]
-        p = g.detach().reshape(-1).float() + self.residual.get(key, 0)
+        p = g.detach().reshape(-1).float() + _memory(self.residual, key, g)
         values = p[idx].clone()
         if self.error_feedback:
             self.residual[key] = p.index_fill(0, idx, 0.0)
@@ -453,10 +462,10 @@ class TopK(_Sparsifier):
         shape, dtype = g.shape, g.dtype
         g = g.detach().reshape(-1).float()
         if self.momentum:
-            u = self.momentum * self.velocity.get(key, 0) + g
-            p = u + self.residual.get(key, 0)
+            u = self.momentum * _memory(self.velocity, key, g) + g
+            p = u + _memory(self.residual, key, g)
         else:
-            p = g + self.residual.get(key, 0)
+            p = g + _memory(self.residual, key, g)
         idx = p.abs().topk(k, sorted=False).indices  # on the flat vector: k of n, not k per row
         values = p[idx]
         if self.error_feedback:

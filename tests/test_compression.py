@@ -243,6 +243,13 @@ def test_every_compressor_answers_the_interface():
 
 
 _ALPHA_BETA = C.CLUSTERS[0].link
+
+
+def _with_residual(c: C.Compressor) -> C.Compressor:
+    c.residual[0] = torch.zeros(5)  # as if key 0 had been a tensor of 5 elements
+    return c
+
+
 _BAD = {  # call -> (exception, what the message must say: the argument and the fix)
     "TopK(0)": (lambda: C.TopK(0), ValueError, "ratio must be a finite number in \\(0, 1\\]"),
     "TopK('0.01')": (lambda: C.TopK("0.01"), ValueError, "ratio must be .*fraction of elements sent"),
@@ -303,6 +310,10 @@ _BAD = {  # call -> (exception, what the message must say: the argument and the 
     "HookState(None)": (lambda: C.HookState(None), TypeError, "compressor must be a .*Compressor"),
     "HookState(per_tensor='yes')": (lambda: C.HookState(C.TopK(0.1), per_tensor="yes"), ValueError,
                                     "per_tensor must be True or False"),
+    "reduce(key reused)": (lambda: _with_residual(C.TopK(0.1)).reduce(torch.ones(3)), ValueError,
+                           "key 0 was first used for a tensor of 5 elements, now 3: give each tensor its own key"),
+    "EFSign.reduce(key reused)": (lambda: _with_residual(C.EFSign()).reduce(torch.ones(3)), ValueError, "own key"),
+    "RandomK.reduce(key reused)": (lambda: _with_residual(C.RandomK(0.5)).reduce(torch.ones(3)), ValueError, "own key"),
     "compression_hook(None)": (lambda: C.compression_hook(None, None), TypeError, "state must be a HookState"),
 }
 
