@@ -559,15 +559,21 @@ def _check_compressor(compressor) -> None:
                         f"got {type(compressor).__name__}")
 
 
+def _check_link(link) -> None:
+    if not isinstance(link, AlphaBeta):
+        raise TypeError(f"link must be an AlphaBeta (chapter 3's fit, e.g. AlphaBeta(5e-6, 1 / 100e9)), "
+                        f"got {type(link).__name__}")
+    _real_arg("link.alpha", link.alpha, 0, math.inf, "the latency in seconds, e.g. 5e-6", high_open=True)
+    _real_arg("link.beta", link.beta, 0, math.inf, "seconds per byte, e.g. 1 / 100e9", high_open=True)
+
+
 def predict_comm_seconds(compressor: Compressor, shape: tuple[int, ...], p: int, link: AlphaBeta) -> float:
     """Alpha-beta time of ``compressor``'s collectives for one tensor on p ranks (chapter 3):
     a ring all-reduce of b bytes ``2(p-1) alpha + 2(p-1)/p b beta``, a ring all-gather of b
     bytes per rank ``(p-1)(alpha + b beta)``."""
     _check_compressor(compressor)
     _int_arg("p", p, 1, "the number of ranks")
-    if not isinstance(link, AlphaBeta):
-        raise TypeError(f"link must be an AlphaBeta (chapter 3's fit, e.g. AlphaBeta(5e-6, 1 / 100e9)), "
-                        f"got {type(link).__name__}")
+    _check_link(link)
     total = 0.0
     for m in compressor.plan(check_shape(shape)):
         if m.op == "all_reduce":
@@ -635,8 +641,7 @@ class Cluster:
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a str describing the cluster, got {type(self.name).__name__}")
         _int_arg("devices", self.devices, 1, "the number of ranks")
-        if not isinstance(self.link, AlphaBeta):
-            raise TypeError(f"link must be an AlphaBeta, e.g. AlphaBeta(5e-6, 1 / 100e9), got {type(self.link).__name__}")
+        _check_link(self.link)
         _real_arg("flops", self.flops, 0, math.inf, "each device's speed in FLOP/s, e.g. 20e12", low_open=True,
                   high_open=True)
 

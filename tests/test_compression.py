@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from course_lib import comm
+from course_lib.alpha_beta import AlphaBeta
 from course_lib import compression as C
 from course_lib.launcher import launch
 from course_lib.model import GPT
@@ -306,6 +307,10 @@ _BAD = {  # call -> (exception, what the message must say: the argument and the 
     "Cluster(devices=8.0)": (lambda: C.Cluster("x", 8.0, _ALPHA_BETA, 1e12), ValueError, "devices must be an int"),
     "Cluster(flops=-1)": (lambda: C.Cluster("x", 8, _ALPHA_BETA, -1), ValueError, "flops must be .*FLOP/s"),
     "Cluster(flops=nan)": (lambda: C.Cluster("x", 8, _ALPHA_BETA, float("nan")), ValueError, "flops must be a finite"),
+    "Cluster(alpha=nan)": (lambda: C.Cluster("x", 8, AlphaBeta(float("nan"), 1e-9), 1e12), ValueError,
+                           "link.alpha must be a finite number .*latency in seconds"),
+    "predict_comm_seconds(beta=-1)": (lambda: C.predict_comm_seconds(C.AllReduce(), (10,), 2, AlphaBeta(1e-6, -1.0)),
+                                      ValueError, "link.beta must be .*seconds per byte"),
     "Cluster(link=None)": (lambda: C.Cluster("x", 8, None, 1e12), TypeError, "link must be an AlphaBeta"),
     "HookState(None)": (lambda: C.HookState(None), TypeError, "compressor must be a .*Compressor"),
     "HookState(per_tensor='yes')": (lambda: C.HookState(C.TopK(0.1), per_tensor="yes"), ValueError,
