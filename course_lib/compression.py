@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Hashable
 
 import torch
@@ -42,6 +43,44 @@ import torch
 from course_lib import comm
 from course_lib.alpha_beta import AlphaBeta, predict
 from course_lib.collectives import ring_all_gather, ring_all_reduce, ring_bytes_sent
+
+
+# =============================================================================== argument checks
+def _int_arg(name: str, value, low: int, fix: str) -> int:
+    """``value`` if it is an int >= ``low`` (not a bool), else a ValueError that says ``fix``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}; {fix}")
+    return value
+
+
+def _real_arg(name: str, value, low: float, high: float, fix: str, low_open: bool = False,
+              high_open: bool = False) -> float:
+    """``value`` if it is a finite real number in the interval, else a ValueError that says ``fix``."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}; {fix}")
+    return float(value)
+
+
+def _bool_arg(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_shape(shape) -> tuple[int, ...]:
+    """``shape`` as a tuple of ints >= 1 (a tensor's ``.shape``, or a tuple such as ``(1000,)``);
+    ``()``, a scalar, is one element. Anything else raises a ValueError that says what to pass."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise ValueError(f"shape must be a tuple of ints such as (1000,) or g.shape, got {shape!r}")
+    shape = tuple(shape)
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"shape must hold ints >= 1 (a tensor's sizes, e.g. g.shape), got {shape!r}")
+    return shape
 
 
 @dataclass(frozen=True)
@@ -52,6 +91,12 @@ class Message:
     op: str
     numel: int
     element_size: int
+
+    def __post_init__(self) -> None:
+        if self.op not in ("all_reduce", "all_gather"):
+            raise ValueError(f"op must be 'all_reduce' or 'all_gather', got {self.op!r}")
+        _int_arg("numel", self.numel, 0, "the number of elements this rank sends")
+        _int_arg("element_size", self.element_size, 1, "bytes per element: 4 for fp32, 2 for fp16, 1 for int8")
 
     @property
     def nbytes(self) -> int:
@@ -87,17 +132,20 @@ class Compressor:
     def payload_bytes(self, shape: tuple[int, ...]) -> int:
         """Bytes this rank hands to collectives for one tensor: what ``comm`` counts in
         ``collective_bytes`` with ``collectives="gloo"``."""
-        return sum(m.nbytes for m in self.plan(tuple(shape)))
+        return sum(m.nbytes for m in self.plan(check_shape(shape)))
 
     def ratio(self, shape: tuple[int, ...]) -> float:
         """``payload / 4n``: the fraction of an fp32 all-reduce's input this sends."""
-        return self.payload_bytes(shape) / (4 * math.prod(shape))
+        return self.payload_bytes(shape) / (4 * math.prod(check_shape(shape)))
 
     def ring_bytes_sent(self, shape: tuple[int, ...], p: int, rank: int) -> int:
         """Bytes rank ``rank`` sends when the collectives run on chapter 3's ring: an
         all-reduce of b bytes sends about ``2(p-1)/p b``, an all-gather of b bytes ``(p-1) b``."""
+        _int_arg("p", p, 1, "the number of ranks")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < p:
+            raise ValueError(f"rank must be an int in [0, p) = [0, {p}), got {rank!r}")
         total = 0
-        for m in self.plan(tuple(shape)):
+        for m in self.plan(check_shape(shape)):
             if m.op == "all_reduce":
                 total += ring_bytes_sent(m.numel, p, rank, m.element_size, "all_reduce")
             else:
@@ -148,16 +196,18 @@ class AllReduce(Compressor):
         return self._all_reduce_sum(g.detach().clone()) / comm.get_world_size()
 
     def plan(self, shape):
-        return [Message("all_reduce", math.prod(shape), 4)]
+        return [Message("all_reduce", math.prod(check_shape(shape)), 4)]
 
 
 # =============================================================================== 1. fp16 / bf16
 class HalfPrecision(Compressor):
     """Cast to 16 bits, all-reduce, cast back: ``2n`` bytes, ratio 1/2.
 
-    Divide by p *before* the cast, as torch's ``fp16_compress_hook`` does: a sum of p fp16
-    gradients can overflow fp16's largest value, 65504; bf16 has fp32's range but only 8
-    bits of mantissa (Micikevicius et al. 2018, "Mixed Precision Training").
+    Divide by p *before* the all-reduce, as torch's ``fp16_compress_hook`` does: a sum of p
+    fp16 gradients can overflow fp16's largest value, 65504; bf16 has fp32's range but only 8
+    bits of mantissa (Micikevicius et al. 2018, "Mixed Precision Training"). torch casts first
+    and divides in fp16; dividing in fp32 first rounds once, and the two agree exactly when p is
+    a power of two and no value falls below fp16's normal range (the tests compare them).
     """
 
     def __init__(self, dtype: torch.dtype = torch.float16, collectives: str = "gloo") -> None:
@@ -173,10 +223,15 @@ class HalfPrecision(Compressor):
         return self._all_reduce_sum(h).to(g.dtype)
 
     def plan(self, shape):
-        return [Message("all_reduce", math.prod(shape), 2)]
+        return [Message("all_reduce", math.prod(check_shape(shape)), 2)]
 
 
 # =============================================================================== 2. QSGD
+def _check_levels(levels) -> None:
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 127:
+        raise ValueError(f"levels must be an int in [1, 127] (int8 on the wire), got {levels!r}")
+
+
 def qsgd_quantize(v: torch.Tensor, levels: int, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """QSGD's stochastic quantiser (Alistarh et al. 2017, NeurIPS, sec. 3.1): ``(norm, q)``.
@@ -186,8 +241,12 @@ def qsgd_quantize(v: torch.Tensor, levels: int, generator: torch.Generator | Non
     (unbiased) and ``E||Q_s(v) - v||^2 <= min(d/s^2, sqrt(d)/s) ||v||^2``. ``q = sgn(v) xi``
     is an int8 in ``[-s, s]`` (hence ``levels <= 127``).
     """
-    if not isinstance(levels, int) or not 1 <= levels <= 127:
-        raise ValueError(f"levels must be an int in [1, 127] (int8 on the wire), got {levels!r}")
+    _check_levels(levels)
+    if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+        raise TypeError(f"v must be a floating-point tensor (a gradient), got "
+                        f"{v.dtype if isinstance(v, torch.Tensor) else type(v).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     v = v.detach().reshape(-1).float()
     norm = v.norm()
     if norm == 0:
@@ -200,6 +259,10 @@ def qsgd_quantize(v: torch.Tensor, levels: int, generator: torch.Generator | Non
 
 def qsgd_dequantize(norm: torch.Tensor, q: torch.Tensor, levels: int) -> torch.Tensor:
     """``||v|| q / s``: the value :func:`qsgd_quantize` encoded."""
+    _check_levels(levels)
+    if not isinstance(q, torch.Tensor) or q.is_floating_point() or q.dtype == torch.bool:
+        raise TypeError(f"q must be the integer levels qsgd_quantize returned (int8), got "
+                        f"{q.dtype if isinstance(q, torch.Tensor) else type(q).__name__}")
     return norm * q.float() / levels
 
 
@@ -210,8 +273,9 @@ class QSGD(Compressor):
 
     def __init__(self, levels: int = 4, seed: int = 0, collectives: str = "gloo") -> None:
         super().__init__(collectives)
-        qsgd_quantize(torch.ones(1), levels)  # validates levels
-        self.levels, self.seed = levels, seed
+        _check_levels(levels)
+        self.levels = levels
+        self.seed = _int_arg("seed", seed, 0, "each rank draws its rounding from 1000 seed + rank")
         self.name = f"qsgd s={levels}"
         self._gen: torch.Generator | None = None
 
@@ -229,7 +293,7 @@ class QSGD(Compressor):
         return mean.view_as(g).to(g.dtype)
 
     def plan(self, shape):
-        return [Message("all_gather", math.prod(shape) + 4, 1)]
+        return [Message("all_gather", math.prod(check_shape(shape)) + 4, 1)]
 
 
 # =============================================================================== 3. sign + majority vote
@@ -238,6 +302,10 @@ _BIT = 2 ** torch.arange(8, dtype=torch.uint8)  # bit i of a byte has the value 
 
 def pack_signs(g: torch.Tensor) -> torch.Tensor:
     """1 bit per element: bit = 1 where ``g >= 0``; 8 elements per uint8, ``ceil(n/8)`` bytes."""
+    if not isinstance(g, torch.Tensor) or not g.is_floating_point():
+        raise TypeError(f"pack_signs takes a floating-point tensor (a gradient), got "
+                        f"{g.dtype if isinstance(g, torch.Tensor) else type(g).__name__}; "
+                        f"convert with g.float()")
     bits = (g.detach().reshape(-1) >= 0).to(torch.uint8)
     bits = torch.cat([bits, bits.new_zeros(-bits.numel() % 8)])
     return (bits.view(-1, 8) * _BIT).sum(1, dtype=torch.uint8)
@@ -245,6 +313,12 @@ def pack_signs(g: torch.Tensor) -> torch.Tensor:
 
 def unpack_signs(packed: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of :func:`pack_signs`: ``n`` floats, +1 where the bit is set, -1 elsewhere."""
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
+        raise TypeError(f"packed must be the uint8 tensor pack_signs returned, got "
+                        f"{packed.dtype if isinstance(packed, torch.Tensor) else type(packed).__name__}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 8 * packed.numel():
+        raise ValueError(f"n must be an int in [0, 8 * packed.numel()] = [0, {8 * packed.numel()}] "
+                         f"(the number of elements that were packed), got {n!r}")
     bits = (packed.reshape(-1, 1) & _BIT) > 0
     return bits.reshape(-1)[:n].float() * 2 - 1
 
@@ -268,10 +342,19 @@ class SignMajority(Compressor):
         return torch.sign(votes).view_as(g).to(g.dtype)
 
     def plan(self, shape):
-        return [Message("all_gather", math.ceil(math.prod(shape) / 8), 1)]
+        return [Message("all_gather", math.ceil(math.prod(check_shape(shape)) / 8), 1)]
 
 
 # =============================================================================== 4. EF-signSGD
+def _memory(state: dict, key: Hashable, g: torch.Tensor) -> torch.Tensor | int:
+    """What a compressor remembers for ``key`` (a residual, a velocity), or 0 the first time;
+    refuses a tensor whose size differs from the one that filled it."""
+    if key in state and state[key].numel() != g.numel():
+        raise ValueError(f"key {key!r} was first used for a tensor of {state[key].numel()} elements, now "
+                         f"{g.numel()}: give each tensor its own key (a bucket index or a parameter name)")
+    return state.get(key, 0)
+
+
 class EFSign(Compressor):
     """Scaled sign with error feedback (Karimireddy et al. 2019, ICML, "Error Feedback Fixes
     SignSGD"), per rank:  ``p = g + e;  C(p) = (||p||_1 / n) sign(p);  e <- p - C(p)``,
@@ -290,7 +373,7 @@ class EFSign(Compressor):
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
         self._check(g)
         n = g.numel()
-        p = g.detach().reshape(-1).float() + self.residual.get(key, 0)
+        p = g.detach().reshape(-1).float() + _memory(self.residual, key, g)
         scale = p.abs().mean()
         self.residual[key] = p - scale * torch.where(p >= 0, 1.0, -1.0)
         payload = torch.cat([pack_signs(p), scale.reshape(1).view(torch.uint8)])
@@ -301,7 +384,7 @@ class EFSign(Compressor):
         return (scales * signs).mean(0).view_as(g).to(g.dtype)
 
     def plan(self, shape):
-        return [Message("all_gather", math.ceil(math.prod(shape) / 8) + 4, 1)]
+        return [Message("all_gather", math.ceil(math.prod(check_shape(shape)) / 8) + 4, 1)]
 
 
 def _k_of(ratio: float, n: int) -> int:
@@ -309,14 +392,15 @@ def _k_of(ratio: float, n: int) -> int:
 
 
 class _Sparsifier(Compressor):
-    """What random-K and Top-K share: the fraction ``ratio`` of elements kept, and the residual
+    """What random-K and Top-K share: the fraction of elements kept (the argument ``ratio``,
+    stored as ``fraction``: :meth:`Compressor.ratio` is the bytes' ratio), and the residual
     ``e`` that error feedback carries to the next step (one per bucket ``key``)."""
 
     def __init__(self, label: str, ratio: float, error_feedback: bool, collectives: str) -> None:
         super().__init__(collectives)
-        if not 0 < ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1] (the fraction of elements sent), got {ratio!r}")
-        self.ratio, self.error_feedback = ratio, error_feedback
+        self.fraction = _real_arg("ratio", ratio, 0, 1, "the fraction of elements sent, e.g. 0.01 for 1%",
+                                  low_open=True)
+        self.error_feedback = _bool_arg("error_feedback", error_feedback)
         self.residual: dict[Hashable, torch.Tensor] = {}
         self.name = f"{label} {ratio:g}" + (" +EF" if error_feedback else "")
 
@@ -331,14 +415,15 @@ class RandomK(_Sparsifier):
     def __init__(self, ratio: float = 0.01, error_feedback: bool = True, seed: int = 0,
                  collectives: str = "gloo") -> None:
         super().__init__("random-k", ratio, error_feedback, collectives)
+        _int_arg("seed", seed, 0, "every rank must pass the same seed")
         self.gen = torch.Generator().manual_seed(seed)  # identical stream on every rank
 
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
         self._check(g)
         n = g.numel()
-        k = _k_of(self.ratio, n)
+        k = _k_of(self.fraction, n)
         idx = torch.randperm(n, generator=self.gen)[:k]
-        p = g.detach().reshape(-1).float() + self.residual.get(key, 0)
+        p = g.detach().reshape(-1).float() + _memory(self.residual, key, g)
         values = p[idx].clone()
         if self.error_feedback:
             self.residual[key] = p.index_fill(0, idx, 0.0)
@@ -348,7 +433,7 @@ class RandomK(_Sparsifier):
         return torch.zeros(n).index_copy_(0, idx, values).view_as(g).to(g.dtype)
 
     def plan(self, shape):
-        return [Message("all_reduce", _k_of(self.ratio, math.prod(shape)), 4)]
+        return [Message("all_reduce", _k_of(self.fraction, math.prod(check_shape(shape))), 4)]
 
 
 # =============================================================================== 6. Top-K + EF
@@ -370,22 +455,20 @@ class TopK(_Sparsifier):
     def __init__(self, ratio: float = 0.01, error_feedback: bool = True, collectives: str = "gloo",
                  momentum: float = 0.0) -> None:
         super().__init__("top-k", ratio, error_feedback, collectives)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1) (0: no momentum correction), got {momentum!r}")
-        self.momentum = momentum
+        self.momentum = _real_arg("momentum", momentum, 0, 1, "0: no momentum correction", high_open=True)
         self.velocity: dict[Hashable, torch.Tensor] = {}
 
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
         self._check(g)
         n = g.numel()
-        k = _k_of(self.ratio, n)
+        k = _k_of(self.fraction, n)
         shape, dtype = g.shape, g.dtype
         g = g.detach().reshape(-1).float()
         if self.momentum:
-            u = self.momentum * self.velocity.get(key, 0) + g
-            p = u + self.residual.get(key, 0)
+            u = self.momentum * _memory(self.velocity, key, g) + g
+            p = u + _memory(self.residual, key, g)
         else:
-            p = g + self.residual.get(key, 0)
+            p = g + _memory(self.residual, key, g)
         idx = p.abs().topk(k, sorted=False).indices  # on the flat vector: k of n, not k per row
         values = p[idx]
         if self.error_feedback:
@@ -399,14 +482,15 @@ class TopK(_Sparsifier):
         return (out / rows.shape[0]).view(shape).to(dtype)
 
     def plan(self, shape):
-        return [Message("all_gather", 2 * _k_of(self.ratio, math.prod(shape)), 4)]
+        return [Message("all_gather", 2 * _k_of(self.fraction, math.prod(check_shape(shape))), 4)]
 
 
 # =============================================================================== 7. PowerSGD
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     """How PowerSGD sees a tensor: ``(shape[0], rest)`` for 2-D and up; a vector of n
     elements as a near-square ``ceil(sqrt n) x ceil(n / rows)`` matrix, zero-padded (a
-    whole flat bucket is one vector, as in torch's ``batched_powerSGD_hook``)."""
+    whole flat bucket is one vector, as in torch's ``batched_powerSGD_hook``); ``()`` is 1 x 1."""
+    shape = check_shape(shape)
     n = math.prod(shape)
     if len(shape) >= 2:
         return shape[0], n // shape[0]
@@ -588,12 +672,29 @@ def gpt_stacks(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 # =============================================================================== time model
+def _check_compressor(compressor) -> None:
+    if not isinstance(compressor, Compressor):
+        raise TypeError(f"compressor must be a course_lib.compression.Compressor, e.g. TopK(0.01), "
+                        f"got {type(compressor).__name__}")
+
+
+def _check_link(link) -> None:
+    if not isinstance(link, AlphaBeta):
+        raise TypeError(f"link must be an AlphaBeta (chapter 3's fit, e.g. AlphaBeta(5e-6, 1 / 100e9)), "
+                        f"got {type(link).__name__}")
+    _real_arg("link.alpha", link.alpha, 0, math.inf, "the latency in seconds, e.g. 5e-6", high_open=True)
+    _real_arg("link.beta", link.beta, 0, math.inf, "seconds per byte, e.g. 1 / 100e9", high_open=True)
+
+
 def predict_comm_seconds(compressor: Compressor, shape: tuple[int, ...], p: int, link: AlphaBeta) -> float:
     """Alpha-beta time of ``compressor``'s collectives for one tensor on p ranks (chapter 3):
     a ring all-reduce of b bytes ``2(p-1) alpha + 2(p-1)/p b beta``, a ring all-gather of b
     bytes per rank ``(p-1)(alpha + b beta)``."""
+    _check_compressor(compressor)
+    _int_arg("p", p, 1, "the number of ranks")
+    _check_link(link)
     total = 0.0
-    for m in compressor.plan(tuple(shape)):
+    for m in compressor.plan(check_shape(shape)):
         if m.op == "all_reduce":
             total += predict("ring", m.nbytes, p, link)
         else:
@@ -612,6 +713,10 @@ class HookState:
     per_tensor: bool = False
     buckets: list = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        _check_compressor(self.compressor)
+        _bool_arg("per_tensor", self.per_tensor)
+
 
 # No annotations: torch's DDP checks that ``bucket`` is annotated exactly as dist.GradBucket,
 # and ``from __future__ import annotations`` would turn annotations into strings.
@@ -621,6 +726,8 @@ def compression_hook(state, bucket):
     send each bucket through a course compressor instead of an fp32 all-reduce
     (``torch.distributed.algorithms.ddp_comm_hooks``). Runs synchronously; returns a
     completed ``Future`` holding the bucket's averaged (approximated) gradients."""
+    if not isinstance(state, HookState):
+        raise TypeError(f"state must be a HookState, e.g. HookState(TopK(0.01)), got {type(state).__name__}")
     buf = bucket.buffer()
     state.buckets.append(buf.numel())
     # Keys from the parameters, not bucket.index(): DDP rebuilds its buckets after the first step.
@@ -649,6 +756,14 @@ class Cluster:
     link: AlphaBeta
     flops: float
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str describing the cluster, got {type(self.name).__name__}")
+        _int_arg("devices", self.devices, 1, "the number of ranks")
+        _check_link(self.link)
+        _real_arg("flops", self.flops, 0, math.inf, "each device's speed in FLOP/s, e.g. 20e12", low_open=True,
+                  high_open=True)
+
 
 # Stated, not measured: round numbers of the usual kind of hardware. Effective FLOP/s of a
 # GPU on a small model are far below its peak; 20 TFLOP/s is an assumption.
@@ -665,7 +780,12 @@ def predict_step_seconds(compressor: Compressor, shapes: list[tuple[int, ...]], 
     cluster's link (:func:`predict_comm_seconds`), with no overlap and no encoding time
     (both are simplifications: overlap favours the dense all-reduce, encoding costs the
     compressors)."""
-    if flop_per_device < 0:
-        raise ValueError(f"flop_per_device must be >= 0, got {flop_per_device}")
-    comm_s = sum(predict_comm_seconds(compressor, tuple(s), cluster.devices, cluster.link) for s in shapes)
+    _check_compressor(compressor)
+    if not isinstance(cluster, Cluster):
+        raise TypeError(f"cluster must be a Cluster, e.g. CLUSTERS[0], got {type(cluster).__name__}")
+    _real_arg("flop_per_device", flop_per_device, 0, math.inf, "the FLOP one device computes per step",
+              high_open=True)
+    if isinstance(shapes, (str, bytes)) or not hasattr(shapes, "__iter__"):
+        raise ValueError(f"shapes must be a list of tensor shapes, e.g. [(1000,), (40, 30)], got {shapes!r}")
+    comm_s = sum(predict_comm_seconds(compressor, s, cluster.devices, cluster.link) for s in shapes)
     return flop_per_device / cluster.flops + comm_s

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from course_lib import comm
+from course_lib.alpha_beta import AlphaBeta
 from course_lib import compression as C
 from course_lib.launcher import launch
 from course_lib.model import GPT
@@ -258,29 +259,122 @@ def test_error_feedback_residual_keeps_what_was_not_sent():
         assert int((out["top-k"][2] != 0).sum()) == 1200 - 60
 
 
-def test_bad_arguments_say_what_to_do():
-    with pytest.raises(ValueError, match="ratio must be in"):
-        C.TopK(0)
-    with pytest.raises(ValueError, match="momentum must be in"):
-        C.TopK(0.01, momentum=1.0)
-    with pytest.raises(ValueError, match="levels must be an int"):
-        C.QSGD(200)
-    with pytest.raises(ValueError, match="collectives must be"):
-        C.AllReduce("nccl")
-    with pytest.raises(ValueError, match="rank must be an int"):
-        C.PowerSGD(0)
-    with pytest.raises(ValueError, match="rank must be an int"):
-        C.PowerSGD(True)
-    with pytest.raises(TypeError, match="error_feedback must be True or False"):
-        C.PowerSGD(error_feedback="no")
-    with pytest.raises(TypeError, match="seed must be an int"):
-        C.PowerSGD(seed=2.5)
-    with pytest.raises(TypeError, match="floating-point"):
-        C.AllReduce().reduce(torch.ones(3, dtype=torch.int64))
-    with pytest.raises(ValueError, match="no stacks; pass stacks="):
-        C.StackedPowerSGD().payload_bytes((10,))
-    with pytest.raises(ValueError, match="stacks cover 1000 elements"):
-        C.StackedPowerSGD(STACKS).payload_bytes((10,))
+def test_every_compressor_answers_the_interface():
+    """ratio(shape) == payload_bytes(shape) / 4n == (sum of the plan's bytes) / 4n, for every class."""
+    cs = _compressors("gloo")
+    classes = {c for c in vars(C).values() if isinstance(c, type) and issubclass(c, C.Compressor)
+               and c is not C.Compressor and not c.__name__.startswith("_")}
+    assert {type(c) for c in cs.values()} == classes - {C.StackedPowerSGD}  # its shape is its stacks': below
+    for name, c in cs.items():
+        for shape in (*SHAPES.values(), torch.Size([40, 30])):
+            n, plan = math.prod(shape), c.plan(shape)
+            assert all(isinstance(m, C.Message) for m in plan), name
+            assert c.payload_bytes(shape) == sum(m.nbytes for m in plan) == _expected_bytes(name, tuple(shape))
+            assert c.ratio(shape) == c.payload_bytes(shape) / (4 * n), (name, shape)
+    assert C.TopK(0.1).ratio((1000,)) == 0.2 and C.RandomK(0.1).ratio((1000,)) == 0.1
+    stacked = C.StackedPowerSGD(STACKS, rank=2)
+    assert stacked.ratio((N,)) == stacked.payload_bytes((N,)) / (4 * N) == sum(m.nbytes for m in stacked.plan((N,))) / (4 * N)
+
+
+_ALPHA_BETA = C.CLUSTERS[0].link
+
+
+def _with_residual(c: C.Compressor) -> C.Compressor:
+    c.residual[0] = torch.zeros(5)  # as if key 0 had been a tensor of 5 elements
+    return c
+
+
+_BAD = {  # call -> (exception, what the message must say: the argument and the fix)
+    "TopK(0)": (lambda: C.TopK(0), ValueError, "ratio must be a finite number in \\(0, 1\\]"),
+    "TopK('0.01')": (lambda: C.TopK("0.01"), ValueError, "ratio must be .*fraction of elements sent"),
+    "TopK(nan)": (lambda: C.TopK(float("nan")), ValueError, "ratio must be a finite number"),
+    "TopK(error_feedback='no')": (lambda: C.TopK(0.1, error_feedback="no"), ValueError,
+                                  "error_feedback must be True or False"),
+    "TopK(momentum=1)": (lambda: C.TopK(0.01, momentum=1.0), ValueError, "momentum must be .*no momentum correction"),
+    "RandomK(2)": (lambda: C.RandomK(2), ValueError, "ratio must be"),
+    "RandomK(seed=2.5)": (lambda: C.RandomK(seed=2.5), ValueError, "seed must be an int >= 0.*same seed"),
+    "QSGD(200)": (lambda: C.QSGD(200), ValueError, "levels must be an int in \\[1, 127\\]"),
+    "QSGD(True)": (lambda: C.QSGD(True), ValueError, "levels must be an int"),
+    "QSGD(seed=-1)": (lambda: C.QSGD(seed=-1), ValueError, "seed must be an int >= 0"),
+    "AllReduce('nccl')": (lambda: C.AllReduce("nccl"), ValueError, "collectives must be 'gloo' or 'ring'"),
+    "HalfPrecision(float32)": (lambda: C.HalfPrecision(torch.float32), ValueError, "dtype must be torch.float16"),
+    "PowerSGD(0)": (lambda: C.PowerSGD(0), ValueError, "rank must be an int"),
+    "PowerSGD(True)": (lambda: C.PowerSGD(True), ValueError, "rank must be an int"),
+    "PowerSGD(error_feedback='no')": (lambda: C.PowerSGD(error_feedback="no"), TypeError,
+                                      "error_feedback must be True or False"),
+    "PowerSGD(seed=2.5)": (lambda: C.PowerSGD(seed=2.5), TypeError, "seed must be an int"),
+    "StackedPowerSGD() without stacks": (lambda: C.StackedPowerSGD().payload_bytes((10,)), ValueError,
+                                         "no stacks; pass stacks="),
+    "StackedPowerSGD(stacks of another size)": (lambda: C.StackedPowerSGD(STACKS).payload_bytes((10,)), ValueError,
+                                                "stacks cover 1000 elements"),
+    "reduce(int64)": (lambda: C.AllReduce().reduce(torch.ones(3, dtype=torch.int64)), TypeError, "floating-point"),
+    "reduce(empty)": (lambda: C.TopK(0.1).reduce(torch.ones(0)), ValueError, "at least one element"),
+    "qsgd_quantize(levels=0)": (lambda: C.qsgd_quantize(torch.ones(3), 0), ValueError, "levels must be an int in"),
+    "qsgd_quantize(int)": (lambda: C.qsgd_quantize(torch.ones(3, dtype=torch.int64), 4), TypeError,
+                           "v must be a floating"),
+    "qsgd_dequantize(levels=0)": (lambda: C.qsgd_dequantize(torch.tensor(1.0), torch.ones(3, dtype=torch.int8), 0),
+                                  ValueError, "levels must be an int in"),
+    "qsgd_dequantize(float q)": (lambda: C.qsgd_dequantize(torch.tensor(1.0), torch.ones(3), 4), TypeError,
+                                 "q must be"),
+    "pack_signs(int64)": (lambda: C.pack_signs(torch.ones(3, dtype=torch.int64)), TypeError,
+                          "floating-point.*g.float\\(\\)"),
+    "pack_signs(list)": (lambda: C.pack_signs([1.0, -1.0]), TypeError, "floating-point tensor"),
+    "unpack_signs(n=-1)": (lambda: C.unpack_signs(torch.zeros(2, dtype=torch.uint8), -1), ValueError,
+                           "n must be an int in \\[0, 8 \\* packed.numel\\(\\)\\] = \\[0, 16\\]"),
+    "unpack_signs(n=17)": (lambda: C.unpack_signs(torch.zeros(2, dtype=torch.uint8), 17), ValueError, "n must be"),
+    "unpack_signs(float)": (lambda: C.unpack_signs(torch.zeros(2), 8), TypeError, "packed must be the uint8"),
+    "payload_bytes((2.5,))": (lambda: C.AllReduce().payload_bytes((2.5,)), ValueError, "shape must hold ints >= 1"),
+    "payload_bytes((-3,))": (lambda: C.TopK(0.1).payload_bytes((-3,)), ValueError, "shape must hold ints >= 1"),
+    "payload_bytes((0,))": (lambda: C.SignMajority().payload_bytes((0, 4)), ValueError, "shape must hold ints >= 1"),
+    "ratio(1000)": (lambda: C.QSGD().ratio(1000), ValueError, "shape must be a tuple of ints such as \\(1000,\\)"),
+    "plan(('a',))": (lambda: C.EFSign().plan(("a",)), ValueError, "shape must hold ints"),
+    "PowerSGD.plan((2.5, 3))": (lambda: C.PowerSGD(2).plan((2.5, 3)), ValueError, "shape must hold ints"),
+    "matrix_shape((3, True))": (lambda: C.matrix_shape((3, True)), ValueError, "shape must hold ints"),
+    "ring_bytes_sent(rank=2, p=2)": (lambda: C.AllReduce().ring_bytes_sent((10,), 2, 2), ValueError,
+                                     "rank must be an int in \\[0, p\\)"),
+    "ring_bytes_sent(p=0)": (lambda: C.AllReduce().ring_bytes_sent((10,), 0, 0), ValueError, "p must be an int >= 1"),
+    "Message('send')": (lambda: C.Message("send", 3, 4), ValueError, "op must be 'all_reduce' or 'all_gather'"),
+    "Message(element_size=0)": (lambda: C.Message("all_reduce", 3, 0), ValueError, "element_size must be an int >= 1"),
+    "predict_comm_seconds(link=None)": (lambda: C.predict_comm_seconds(C.AllReduce(), (10,), 2, None), TypeError,
+                                        "link must be an AlphaBeta"),
+    "predict_comm_seconds(p=0)": (lambda: C.predict_comm_seconds(C.AllReduce(), (10,), 0, _ALPHA_BETA), ValueError,
+                                  "p must be an int >= 1"),
+    "predict_comm_seconds('fp32')": (lambda: C.predict_comm_seconds("fp32", (10,), 2, _ALPHA_BETA), TypeError,
+                                     "compressor must be a .*Compressor, e.g. TopK"),
+    "predict_step_seconds(flop=nan)": (lambda: C.predict_step_seconds(C.AllReduce(), [(10,)], C.CLUSTERS[0],
+                                                                      float("nan")),
+                                       ValueError, "flop_per_device must be a finite number"),
+    "predict_step_seconds(flop=-1)": (lambda: C.predict_step_seconds(C.AllReduce(), [(10,)], C.CLUSTERS[0], -1.0),
+                                      ValueError, "flop_per_device must be"),
+    "predict_step_seconds(cluster=8)": (lambda: C.predict_step_seconds(C.AllReduce(), [(10,)], 8, 1e6), TypeError,
+                                        "cluster must be a Cluster, e.g. CLUSTERS\\[0\\]"),
+    "predict_step_seconds(shapes=(10,))": (lambda: C.predict_step_seconds(C.AllReduce(), (10,), C.CLUSTERS[0], 1e6),
+                                           ValueError, "shape must be a tuple of ints"),
+    "Cluster(devices=0)": (lambda: C.Cluster("x", 0, _ALPHA_BETA, 1e12), ValueError, "devices must be an int >= 1"),
+    "Cluster(devices=8.0)": (lambda: C.Cluster("x", 8.0, _ALPHA_BETA, 1e12), ValueError, "devices must be an int"),
+    "Cluster(flops=-1)": (lambda: C.Cluster("x", 8, _ALPHA_BETA, -1), ValueError, "flops must be .*FLOP/s"),
+    "Cluster(flops=nan)": (lambda: C.Cluster("x", 8, _ALPHA_BETA, float("nan")), ValueError, "flops must be a finite"),
+    "Cluster(alpha=nan)": (lambda: C.Cluster("x", 8, AlphaBeta(float("nan"), 1e-9), 1e12), ValueError,
+                           "link.alpha must be a finite number .*latency in seconds"),
+    "predict_comm_seconds(beta=-1)": (lambda: C.predict_comm_seconds(C.AllReduce(), (10,), 2, AlphaBeta(1e-6, -1.0)),
+                                      ValueError, "link.beta must be .*seconds per byte"),
+    "Cluster(link=None)": (lambda: C.Cluster("x", 8, None, 1e12), TypeError, "link must be an AlphaBeta"),
+    "HookState(None)": (lambda: C.HookState(None), TypeError, "compressor must be a .*Compressor"),
+    "HookState(per_tensor='yes')": (lambda: C.HookState(C.TopK(0.1), per_tensor="yes"), ValueError,
+                                    "per_tensor must be True or False"),
+    "reduce(key reused)": (lambda: _with_residual(C.TopK(0.1)).reduce(torch.ones(3)), ValueError,
+                           "key 0 was first used for a tensor of 5 elements, now 3: give each tensor its own key"),
+    "EFSign.reduce(key reused)": (lambda: _with_residual(C.EFSign()).reduce(torch.ones(3)), ValueError, "own key"),
+    "RandomK.reduce(key reused)": (lambda: _with_residual(C.RandomK(0.5)).reduce(torch.ones(3)), ValueError, "own key"),
+    "compression_hook(None)": (lambda: C.compression_hook(None, None), TypeError, "state must be a HookState"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD))
+def test_bad_arguments_say_what_to_do(case):
+    call, exc, message = _BAD[case]
+    with pytest.raises(exc, match=message):
+        call()
 
 
 # ----------------------------------------------------------------------------- inside DDP
@@ -321,17 +415,91 @@ def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
         assert torch.equal(res[0]["params"], res[1]["params"])  # replicas stay identical
 
 
-def test_torch_ddp_comm_hook_uses_the_compressors():
+def _torch_ddp_worker(rank: int, world_size: int) -> dict:
+    """Every run on torch's DDP in one launch (one start-up): the course's fp32 DDP, torch's
+    DDP with the course's compressors as hooks, and the fp16 hooks (course and torch's)."""
+    from course_lib.runs.compression import train_compressed
+    from course_lib.data import load_dataset
+
+    kw = dict(config=toy_config(load_dataset().vocab_size), steps=3, batch_size=8, eval_iters=0)
+    return {"plain": train_compressed(rank, world_size, impl="course", method="fp32", **kw),
+            "hook": train_compressed(rank, world_size, impl="torch", method="fp32", **kw),
+            "sign": train_compressed(rank, world_size, impl="torch", method="sign (majority)", per_tensor=True, **kw),
+            "fp16": _fp16_hooks_worker(rank, world_size, steps=3)}
+
+
+@pytest.fixture(scope="module")
+def torch_ddp_runs() -> list[dict]:
+    return launch(_torch_ddp_worker, 2)
+
+
+def test_torch_ddp_comm_hook_uses_the_compressors(torch_ddp_runs):
     from course_lib.data import load_dataset
 
     cfg = toy_config(load_dataset().vocab_size)
-    plain = launch(_ddp_worker, 2, impl="course", method="fp32")
-    hook = launch(_ddp_worker, 2, impl="torch", method="fp32")
+    plain, hook, sign = ([r[k] for r in torch_ddp_runs] for k in ("plain", "hook", "sign"))
     torch.testing.assert_close(hook[0]["params"], plain[0]["params"], atol=1e-6, rtol=1e-5)
-    sign = launch(_ddp_worker, 2, impl="torch", method="sign (majority)", per_tensor=True)
     shapes = [tuple(p.shape) for p in GPT(cfg).parameters()]
     assert sign[0]["bytes_per_step"] == sum(math.ceil(math.prod(s) / 8) for s in shapes)
     assert torch.equal(sign[0]["params"], sign[1]["params"])
+
+
+def _fp16_hooks_worker(rank: int, world_size: int, steps: int) -> dict:
+    """The same model, data and SGD under torch's DDP, once with the course's fp16 compressor
+    as a comm hook, once with torch's ``fp16_compress_hook``: each step's reduced gradients."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import fp16_compress_hook
+    from course_lib.data import get_batch_shard, load_dataset
+    from course_lib.update_rules import flat_params
+
+    data = load_dataset()
+    cfg = toy_config(data.vocab_size)
+    torch.manual_seed(0)
+    local = GPT(cfg)  # this rank's own gradient at step 0, before any hook
+    x, y = get_batch_shard(data.train, 8, cfg.block_size, torch.Generator().manual_seed(0), rank, world_size)
+    local(x, y)[1].backward()
+    out = {"local": torch.cat([p.grad.reshape(-1) for p in local.parameters()])}
+    for impl in ("course", "torch"):
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        if impl == "course":
+            ddp.register_comm_hook(C.HookState(C.HalfPrecision(torch.float16)), C.compression_hook)
+        else:
+            ddp.register_comm_hook(None, fp16_compress_hook)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        gen, grads = torch.Generator().manual_seed(0), []
+        for _ in range(steps):
+            x, y = get_batch_shard(data.train, 8, cfg.block_size, gen, rank, world_size)
+            opt.zero_grad(set_to_none=True)
+            ddp(x, y)[1].backward()
+            grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+            opt.step()
+        out[impl] = grads, flat_params(model)
+    return out
+
+
+def test_course_fp16_hook_equals_torch_fp16_compress_hook(torch_ddp_runs):
+    """2 ranks, 3 SGD steps: the course's fp16 (divide in fp32, cast, all-reduce) and torch's
+    fp16_compress_hook (cast, divide in fp16, all-reduce) give the same gradients and weights
+    up to fp16 rounding. With p = 2 the division is exact in fp16's normal range; below it
+    (|g/2| < 6.1e-5) torch rounds twice, so a rank's half may differ by one subnormal step,
+    2^-24, which can tip the rounding of the fp16 sum by one ulp: tolerance one fp16 ulp
+    (rtol 2^-10) plus two subnormal steps. Both really
+    went through 16 bits (every reduced gradient is an fp16 value), and step 0 equals each
+    rounding order computed in one process, bit for bit."""
+    res = [r["fp16"] for r in torch_ddp_runs]
+    g0, g1 = res[0]["local"], res[1]["local"]
+    # Step 0 in one process, from the ranks' own gradients: each order of rounding, exactly.
+    course_order = ((g0 / 2).half() + (g1 / 2).half()).float()
+    torch_order = (g0.half() / 2 + g1.half() / 2).float()
+    for rank, out in enumerate(res):
+        (ours, ours_params), (theirs, theirs_params) = out["course"], out["torch"]
+        assert torch.equal(ours[0], course_order) and torch.equal(theirs[0], torch_order), rank
+        for t, (a, b) in enumerate(zip(ours, theirs)):
+            torch.testing.assert_close(a, b, atol=2**-23, rtol=2**-10, msg=lambda m: f"rank {rank} step {t}: {m}")
+            assert torch.equal(a, a.half().float()) and torch.equal(b, b.half().float())  # fp16 values
+        torch.testing.assert_close(ours_params, theirs_params, atol=1e-6, rtol=0)
+    assert torch.equal(res[0]["course"][1], res[1]["course"][1])
 
 
 def test_course_powersgd_hook_close_to_torch_powersgd_hook():
