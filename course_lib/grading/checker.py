@@ -76,10 +76,11 @@ def run_one(imports: str, grade_id: str, source: str, blob: str, host: Any = Non
     ns: dict[str, Any] = {"__name__": "__main__"}
     try:
         with isolation.hosted(host):
+            # The imports first: an answer process forked after them starts with them loaded.
+            exec(compile(imports, "<the notebook's imports>", "exec"), ns)
             answers = host.answers(blob)
             if isinstance(answers, str):
                 return answers
-            exec(compile(imports, "<the notebook's imports>", "exec"), ns)
             ns.update(answers)
             exec(compile(source, f"<test cell {grade_id}>", "exec"), ns)
         return None
