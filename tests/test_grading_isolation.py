@@ -40,10 +40,11 @@ def ring_shift(rank, world_size, x):
     return x        # wrong: sends nothing
 '''
 # Chapter 0, question 3: each rank returns an object whose __reduce__ runs, where the ranks'
-# results are read, code that makes that process send the grader a pickle of ``exec``.
-EVIL_RESULT = '''class _Boom:
+# results are read, code that makes that process send the grader a pickle of ``os.system``.
+EVIL_RESULT = '''import os
+class _Boom:
     def __reduce__(self):
-        return (exec, ("import builtins; builtins.exec = None",))
+        return (os.system, ("echo this should never run in the grader",))
 def _take_over():
     import pickle, sys
     sys.modules["course_lib.grading.safe_pickle"].dumps = lambda obj: pickle.dumps(_Boom())
@@ -73,7 +74,7 @@ def test_answers_that_attack_the_checker_score_zero(tmp_path):
     row = next(csv.DictReader(open(out, newline="")))
     assert (row["00.q1"], row["00.q2"], row["00.q3"]) == ("0.0", "3.0", "0.0"), row
     assert "returned its own tensor" in row["feedback"]  # the hidden test cell did run
-    assert "your answer returned an object of type builtins.exec, which the grader does not accept" \
+    assert "your answer returned an object of type posix.system, which the grader does not accept" \
         in row["feedback"], row["feedback"]
 
 

