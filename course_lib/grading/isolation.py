@@ -99,7 +99,7 @@ def subclass_of(obj: Any, base: type) -> bool:
 
 @contextlib.contextmanager
 def hosted(host: Host) -> Iterator[Host]:
-    """Route :func:`run`, :func:`launch` and handles through ``host`` inside the block."""
+    """Route :func:`run` and :func:`launch` through ``host`` inside the block."""
     global _host
     old, _host = _host, host
     try:
