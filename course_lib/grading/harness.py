@@ -64,8 +64,10 @@ def _is_loop(fn: Any, stuck: dict[int, str]) -> bool:
 
 
 def _never_started(stuck: dict[int, str]) -> bool:
-    """No stuck rank had reached a function of the learner's (each still in start-up)."""
-    return bool(stuck) and all("called from" not in w or "called from <module>()" in w for w in stuck.values())
+    """No stuck rank had reached a function of the learner's (each still in start-up: joining
+    the group, or importing what the function needs while it is unpickled)."""
+    return bool(stuck) and all("called from" not in w or "called from <module>()" in w
+                               or "of <frozen importlib" in w for w in stuck.values())
 
 
 def run_learner(question: str, fn: Callable, world_size: int, inputs: list[Any], *,
