@@ -10,7 +10,8 @@
 * ``python -m course_lib.grading.autograde SUBMISSIONS --out scores.csv`` grades a folder of
   submissions with the hidden checks restored (:mod:`.autograde`): the learner's cells run in
   a kernel, the test cells there only capture the answers, and the checks run in a separate
-  process (:mod:`.checker`), so an answer cell cannot patch them.
+  process (:mod:`.checker`) that never runs the learner's code: the answers live in an answer
+  process (:mod:`.isolation`) and come back as data only (:mod:`.safe_pickle`).
 * ``python -m course_lib.grading.release DIR`` writes the learners' copy (:mod:`.release`).
 
 Conventions a chapter follows (chapters 0-7 do; a new chapter NN adopts them as it is):
@@ -27,7 +28,14 @@ Conventions a chapter follows (chapters 0-7 do; a new chapter NN adopts them as 
 3. A check that runs the learner's code on ranks goes through
    :func:`.harness.run_learner`, which turns deadlocks, infinite loops (read from the bytecode
    of the line each rank was stuck on) and worker errors into hints.
-4. ``tests/wrong_answers/NN_name.py`` holds one ``WRONG`` answer per answer cell and, in
+4. In the checker, what a check receives is a handle to the learner's function or class
+   (:class:`.isolation.Answer`): call it (arguments and results travel as data), but ask about
+   its type with :func:`.isolation.is_class`, :func:`.isolation.subclass_of` and
+   :func:`.isolation.type_name`, launch ranks with :func:`.isolation.launch` (or
+   :func:`.harness.run_learner`), and run course code that must instantiate or inspect it
+   with :func:`.isolation.run`; ranks return only data (tensors, numbers, containers,
+   ``CommStats``).
+5. ``tests/wrong_answers/NN_name.py`` holds one ``WRONG`` answer per answer cell and, in
    ``MORE_WRONG``, at least one borrowed answer per question with the hint ``"borrows ..."``.
 """
 from course_lib.grading.feedback import CheckFailed, expect, passed

@@ -12,10 +12,15 @@ attributes it reads from modules (``torch.distributed.all_reduce``, ``ch01.cost`
 imports inside a function, its base classes and methods, and the learner's own helpers it
 calls, recursively. A hit fails the question with a message that names what was used.
 
+The search reads the learner's real code, so in the autograder it runs in the answer process
+(:func:`course_lib.grading.isolation.run`), and only its finding, two strings, comes back to
+the checker. An answer whose pickle takes over that process could fake this one finding
+("nothing borrowed") and so pass with the course's implementation hidden in it; it cannot make
+a wrong answer pass, since the comparison of results runs in the checker
+(:mod:`course_lib.grading.checker`), which never runs the learner's code.
+
 What it cannot see: code that builds a name at run time (``getattr(m, "ring_" + "x")``) or
-code run through ``exec``. Those, and patching the grader from an answer cell, are for a
-human reader of the CSV; the autograder runs the checks in a separate process (see
-:mod:`course_lib.grading.checker`), so an answer cell cannot replace a check.
+code run through ``exec``. Those are for a human reader of the CSV.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import sys
 import types
 from typing import Any, Callable, Iterable
 
+from course_lib.grading import isolation
 from course_lib.grading.feedback import CheckFailed
 
 BORROWED = "borrows"  # a fragment of every message, for tests and for the CSV reader
@@ -171,7 +177,8 @@ def own_work(question: str, forbid: tuple[str, ...], allow: tuple[str, ...] = ()
         def checked(*args: Any, **kwargs: Any) -> Any:
             for a in list(args) + list(kwargs.values()):
                 if callable(a):
-                    hit = borrowed(a, forbid, allow)
+                    # the search reads the real code: in the answer process (see the docstring)
+                    hit = isolation.run(borrowed, a, forbid, allow)
                     if hit:
                         name, via = hit
                         raise CheckFailed(question, (

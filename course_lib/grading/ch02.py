@@ -13,10 +13,11 @@ from typing import Callable
 
 import torch
 
+from course_lib.grading import isolation
 from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import only_point_to_point, run_learner
-from course_lib.launcher import DeadlockError, WorkerError, launch
+from course_lib.launcher import DeadlockError, WorkerError
 from course_lib.parameter_server import LeastSquares, run_ps
 from course_lib.ssp import SSPBook, on_push, staleness_bound
 
@@ -137,8 +138,8 @@ def _real_run(fn: Callable, n_workers: int, s: int | None, steps: int) -> SSPBoo
     mode = "async" if s is None else "ssp"
     delays = [0.0] * (n_workers - 1) + [0.004]  # a slow worker, so staleness shows up
     try:
-        res = launch(run_ps, 1 + n_workers, problem=LeastSquares(dim=8), steps=steps, lr=0.05, mode=mode, s=s,
-                     delays=delays, push_hook=fn, timeout=12)
+        res = isolation.launch(run_ps, 1 + n_workers, problem=LeastSquares(dim=8), steps=steps, lr=0.05,
+                               mode=mode, s=s, delays=delays, push_hook=fn, timeout=12)
     except DeadlockError:
         raise CheckFailed(Q2, f"the parameter server with your on_push (W={n_workers}, s={s}) did not finish: a "
                           "worker was never released; the slowest worker must always be allowed on") from None

@@ -16,6 +16,7 @@ import torch
 from course_lib import comm
 from course_lib.configs import toy_config
 from course_lib.ddp import assign_buckets
+from course_lib.grading import isolation
 from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import run_learner
@@ -59,8 +60,8 @@ def check_bucketed_all_reduce(cls: type, world_sizes: tuple[int, ...] = (2,), ca
     """After ``loss.backward(); hooks.finish()`` every rank's gradients must be the mean over the
     ranks (= the full-batch gradient), with one async all_reduce per bucket, all launched
     from the hooks, i.e. before backward returns."""
-    if not isinstance(cls, type):
-        raise CheckFailed(Q1, f"expected your class BucketedAllReduce, got {type(cls).__name__}")
+    if not isolation.is_class(cls):
+        raise CheckFailed(Q1, f"expected your class BucketedAllReduce, got {isolation.type_name(cls)}")
     torch.manual_seed(0)
     ref = GPT(_CFG)
     x, y = _q1_batch()
@@ -121,8 +122,8 @@ def _q2_rank(fn: Callable, rank: int, world_size: int, case: tuple) -> dict:
     comm.reset_stats()
     for t in range(steps):
         fn(rank, world_size, params, grads[t][rank].clone(), state, _LR)
-    tensors = [v for v in state.values() if isinstance(v, torch.Tensor)]
-    return {"params": params, "state_numel": sum(v.numel() for v in tensors), "state": state,
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}  # what the check reads
+    return {"params": params, "state_numel": sum(v.numel() for v in tensors.values()), "state": tensors,
             "stats": comm.get_stats()}
 
 

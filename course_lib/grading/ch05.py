@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib import comm
+from course_lib.grading import isolation
 from course_lib.grading.borrow import own_work
 from course_lib.grading.feedback import CheckFailed, expect, passed
 from course_lib.grading.harness import run_learner
@@ -63,7 +64,7 @@ def check_conjugate_operators(f_cls: type, g_cls: type, world_sizes: tuple[int, 
     """``f``: identity forward, all-reduce backward; ``g``: all-reduce forward, identity backward.
     Rank r feeds f its own x_r and weighs the output by (r + 1); it feeds g a vector of (r + 1)."""
     for cls, name in ((f_cls, "CopyToTP (f)"), (g_cls, "ReduceFromTP (g)")):
-        if not (isinstance(cls, type) and issubclass(cls, torch.autograd.Function)):
+        if not isolation.subclass_of(cls, torch.autograd.Function):
             raise CheckFailed(Q1, f"{name} must be a class deriving from torch.autograd.Function, got {cls!r}")
         _not_the_course(Q1, cls, name)
     w = torch.linspace(1, 2, n)
@@ -128,18 +129,26 @@ def _q2_rank(cls: type, rank: int, world_size: int, case: tuple) -> dict:
                 n_params=sum(p.numel() for p in layer.parameters()))
 
 
-def _q2_shapes_first(cls: type, p: int, n_in: int, n_out: int) -> None:
-    """Build rank 0..p-1's layer here (no communication needed) to name a wrong split before
-    a forward pass crashes on mismatched shapes."""
+def _q2_weight_shapes(cls: type, p: int, n_in: int, n_out: int) -> list[tuple | None]:
+    """The shape of ``weight`` in rank 0..p-1's layer, built without communication (in the
+    answer process: it runs the learner's constructor), up to the first that fails."""
     linear = nn.Linear(n_in, n_out)
-    k = n_in // p
+    shapes = []
     for r in range(p):
         try:
             layer = cls(linear, r, p, reduce_from_tp)
+            wt = dict(layer.named_parameters()).get("weight")
+            shapes.append(tuple(wt.shape) if wt is not None else None)
         except Exception:  # e.g. it asks comm for the world size: the run on real ranks will tell
-            return
-        wt = dict(layer.named_parameters()).get("weight")
-        if wt is not None and wt.shape == (n_out // p, n_in) and wt.shape != (n_out, k):
+            break
+    return shapes
+
+
+def _q2_shapes_first(cls: type, p: int, n_in: int, n_out: int) -> None:
+    """Name a wrong split before a forward pass crashes on mismatched shapes."""
+    k = n_in // p
+    for r, shape in enumerate(isolation.run(_q2_weight_shapes, cls, p, n_in, n_out)):
+        if shape == (n_out // p, n_in) and shape != (n_out, k):
             raise CheckFailed(Q2, f"rank {r} holds rows of the weight (output features): the row-parallel layer "
                               f"splits the input features, the columns linear.weight[:, {r * k}:{(r + 1) * k}]")
 
@@ -151,7 +160,7 @@ def check_row_parallel_linear(cls: type, world_sizes: tuple[int, ...] = (2,), n_
     ``linear.weight`` (k = in / t) and the whole bias; ``forward(x_r)`` returns
     ``reduce(x_r W_r^T) + b``, equal to ``linear(X)`` on every rank, with gradients equal to
     the blocks of the single-process ones."""
-    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+    if not isolation.subclass_of(cls, nn.Module):
         raise CheckFailed(Q2, f"expected your class RowParallelLinear (an nn.Module), got {cls!r}")
     _not_the_course(Q2, cls, "RowParallelLinear")
     for p in world_sizes:

@@ -1,13 +1,20 @@
-"""Run a notebook's graded checks in a process of their own, apart from the learner's kernel.
+"""Run a notebook's graded checks in a process of their own, apart from the learner's code.
 
 The autograder runs the learner's cells in a Jupyter kernel, but each graded test cell there
 only *captures* what the check needs (``ring_shift``, ``CopyToTP``...) with cloudpickle
 (:func:`capture`). The checks then run here, in a fresh Python process that imports the
-course's checkers itself, execs the solution's own import cells and the hidden test cell,
-and reports one JSON line per question on a channel of its own. Nothing an answer cell does
-in the kernel (``ch00.check_ring_shift = lambda *a: None``, patching ``ch01._close``,
-``torch.equal``...) reaches this process; the grading modules are imported afresh before each
-question, so an answer that patches them while it runs spoils only its own question.
+course's checkers itself, execs the solution's own import cells and the hidden test cell, and
+reports one JSON line per question on a channel of its own.
+
+This process decides the scores, and it never runs the learner's code nor unpickles what the
+learner made: the captured answers are loaded in an *answer process* it forks
+(:mod:`course_lib.grading.isolation`), the checks hold them as handles, and every call of the
+learner's code, every launch of its ranks and the borrow search run there. What comes back is
+read as data only (:mod:`course_lib.grading.safe_pickle`), and the comparisons that decide a
+score run here. So nothing an answer does, in the kernel (``ch00.check_ring_shift = ...``) or
+while it is checked (patching ``ch01._close`` when called, a pickle whose loading replaces
+``builtins.exec``), reaches the checks. What remains is in the README ("What an answer may
+use"): the answer process and the ranks run as the same user as this one.
 
     python -m course_lib.grading.checker [JOB.pkl]    # else the job comes pickled on stdin
 """
@@ -57,26 +64,25 @@ def capture(ns: dict, names: list[str], path: str) -> None:
         pickle.dump(payload, f)
 
 
-def _fresh_grading_modules() -> None:
-    for name in [m for m in sys.modules if m.startswith("course_lib.grading")]:
-        del sys.modules[name]
+def run_one(imports: str, grade_id: str, source: str, blob: str, host: Any = None) -> str | None:
+    """Run one test cell on the captured answer; None if it passed, else ``"Kind: message"``.
 
-
-def run_one(imports: str, grade_id: str, source: str, blob: str) -> str | None:
-    """Run one test cell on the captured answer; None if it passed, else ``"Kind: message"``."""
+    ``host``: the :class:`~course_lib.grading.isolation.Host` to use (one per notebook); by
+    default one for this question."""
+    # Imported here, not at the top: the learner's kernel imports this module for capture().
+    from course_lib.grading import isolation
+    own = host is None
+    host = host or isolation.Host()
     ns: dict[str, Any] = {"__name__": "__main__"}
     try:
-        with open(blob, "rb") as f:
-            payload = pickle.load(f)
-        if isinstance(payload, str):
-            return payload
-        answers = cloudpickle.loads(payload)
-        # Imported afresh after the answers are loaded: what loading them did to the old
-        # modules (or what an earlier question's answer did) does not reach this check.
-        _fresh_grading_modules()
-        exec(compile(imports, "<the notebook's imports>", "exec"), ns)
-        ns.update(answers)
-        exec(compile(source, f"<test cell {grade_id}>", "exec"), ns)
+        with isolation.hosted(host):
+            # The imports first: an answer process forked after them starts with them loaded.
+            exec(compile(imports, "<the notebook's imports>", "exec"), ns)
+            answers = host.answers(blob)
+            if isinstance(answers, str):
+                return answers
+            ns.update(answers)
+            exec(compile(source, f"<test cell {grade_id}>", "exec"), ns)
         return None
     except KeyboardInterrupt:
         return "KeyboardInterrupt: the check was interrupted"
@@ -85,6 +91,9 @@ def run_one(imports: str, grade_id: str, source: str, blob: str) -> str | None:
         if type(e).__name__ == "CheckFailed":
             text = f"CheckFailed: {text}"
         return text[:2000]
+    finally:
+        if own:
+            host.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     # now, then wait for the job (on stdin, or in the file named).
     import torch  # noqa: F401
     import course_lib.launcher  # noqa: F401
+    from course_lib.grading import isolation
     if argv:
         with open(argv[0], "rb") as f:
             job = pickle.load(f)
@@ -103,10 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     results = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    host = isolation.Host(close_fds=(results.fileno(),))
     for grade_id, source, blob in job["tests"]:
-        err = run_one(job["imports"], grade_id, source, blob)
+        err = run_one(job["imports"], grade_id, source, blob, host)
         results.write(json.dumps({"grade_id": grade_id, "error": err}) + "\n")
         results.flush()
+    host.stop()
     return 0
 
 

@@ -10,8 +10,9 @@ from typing import Any, Callable
 import torch
 
 from course_lib import comm
+from course_lib.grading import isolation
 from course_lib.grading.feedback import CheckFailed
-from course_lib.launcher import DeadlockError, WorkerError, launch
+from course_lib.launcher import DeadlockError, WorkerError
 
 
 def _call(rank: int, world_size: int, fn: Callable, inputs: list[Any]) -> tuple[Any, comm.CommStats]:
@@ -63,29 +64,34 @@ def _is_loop(fn: Any, stuck: dict[int, str]) -> bool:
 
 
 def _never_started(stuck: dict[int, str]) -> bool:
-    """No stuck rank had reached a function of the learner's (each still in start-up)."""
-    return bool(stuck) and all("called from" not in w or "called from <module>()" in w for w in stuck.values())
+    """No stuck rank had reached a function of the learner's (each still in start-up: joining
+    the group, or importing what the function needs while it is unpickled)."""
+    return bool(stuck) and all("called from" not in w or "called from <module>()" in w
+                               or "of <frozen importlib" in w for w in stuck.values())
 
 
 def run_learner(question: str, fn: Callable, world_size: int, inputs: list[Any], *,
                 deadlock_hint: str, timeout: float = 15) -> list[tuple[Any, comm.CommStats]]:
-    """``fn(rank, world_size, inputs[rank])`` on ``world_size`` ranks -> [(output, stats)] per rank."""
+    """``fn(rank, world_size, inputs[rank])`` on ``world_size`` ranks -> [(output, stats)] per rank.
+
+    In the checker the ranks are launched from the answer process, and their results read back
+    as data only (:mod:`course_lib.grading.isolation`)."""
     if not callable(fn):
         raise CheckFailed(question, f"expected your function, got {type(fn).__name__}; run the cell "
                           "that defines it first")
     try:
         try:
-            return list(launch(_call, world_size, fn, inputs, timeout=timeout))
+            return list(isolation.launch(_call, world_size, fn, inputs, timeout=timeout))
         except DeadlockError as e:
             if not _never_started(e.stuck):
                 raise
             # The ranks were still starting (joining the process group) when the time ran out:
             # a machine too busy, not the learner's code. Once more, with twice the time.
             timeout *= 2
-            return list(launch(_call, world_size, fn, inputs, timeout=timeout))
+            return list(isolation.launch(_call, world_size, fn, inputs, timeout=timeout))
     except DeadlockError as e:
         stuck = "; ".join(f"rank {r} {w}" for r, w in sorted(e.stuck.items()))
-        if e.stuck and _is_loop(fn, e.stuck):
+        if e.stuck and isolation.run(_is_loop, fn, e.stuck):
             # no rank waits for a message: the code is still computing, e.g. a loop that never ends
             raise CheckFailed(question, f"with {world_size} ranks the run did not finish in {timeout:g} s, and no "
                               "rank was waiting for a message: your code was still running, an infinite loop? "
