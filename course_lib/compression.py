@@ -7,7 +7,8 @@ Every compressor answers one question, on every rank, for one tensor ``g_r`` per
 and does its communication through :mod:`course_lib.comm`, so the bytes are counted. Each
 also states its :meth:`Compressor.plan`: the collectives it calls and their input sizes. The
 tests assert that the counters equal the plan, byte for byte; the plan also feeds the
-alpha-beta time model (:func:`predict_comm_seconds`).
+alpha-beta time model (:mod:`course_lib.compression_time`); torch's DDP takes any of them
+through :func:`course_lib.comm_hooks.compression_hook`.
 
 In teaching order (``n`` elements, ``p`` ranks, bytes this rank hands to its collectives):
 
@@ -34,14 +35,13 @@ chapter 3's ring so the point-to-point counters show it).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Real
 from typing import Hashable
 
 import torch
 
 from course_lib import comm
-from course_lib.alpha_beta import AlphaBeta, predict
 from course_lib.collectives import ring_all_gather, ring_all_reduce, ring_bytes_sent
 
 
@@ -671,121 +671,8 @@ def gpt_stacks(model: torch.nn.Module) -> list[torch.Tensor]:
     return stacks
 
 
-# =============================================================================== time model
-def _check_compressor(compressor) -> None:
+def check_compressor(compressor) -> None:
+    """Raise, saying what to pass, unless ``compressor`` is one of this module's compressors."""
     if not isinstance(compressor, Compressor):
         raise TypeError(f"compressor must be a course_lib.compression.Compressor, e.g. TopK(0.01), "
                         f"got {type(compressor).__name__}")
-
-
-def _check_link(link) -> None:
-    if not isinstance(link, AlphaBeta):
-        raise TypeError(f"link must be an AlphaBeta (chapter 3's fit, e.g. AlphaBeta(5e-6, 1 / 100e9)), "
-                        f"got {type(link).__name__}")
-    _real_arg("link.alpha", link.alpha, 0, math.inf, "the latency in seconds, e.g. 5e-6", high_open=True)
-    _real_arg("link.beta", link.beta, 0, math.inf, "seconds per byte, e.g. 1 / 100e9", high_open=True)
-
-
-def predict_comm_seconds(compressor: Compressor, shape: tuple[int, ...], p: int, link: AlphaBeta) -> float:
-    """Alpha-beta time of ``compressor``'s collectives for one tensor on p ranks (chapter 3):
-    a ring all-reduce of b bytes ``2(p-1) alpha + 2(p-1)/p b beta``, a ring all-gather of b
-    bytes per rank ``(p-1)(alpha + b beta)``."""
-    _check_compressor(compressor)
-    _int_arg("p", p, 1, "the number of ranks")
-    _check_link(link)
-    total = 0.0
-    for m in compressor.plan(check_shape(shape)):
-        if m.op == "all_reduce":
-            total += predict("ring", m.nbytes, p, link)
-        else:
-            total += predict("all_gather", p * m.nbytes, p, link)
-    return total
-
-
-# =============================================================================== PyTorch DDP hook
-@dataclass
-class HookState:
-    """State of :func:`compression_hook`: the compressor, whether to compress each gradient
-    of a bucket separately (``per_tensor``, as torch's ``powerSGD_hook`` does) or the flat
-    bucket, and the element count of every bucket seen (to check the bytes)."""
-
-    compressor: Compressor
-    per_tensor: bool = False
-    buckets: list = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        _check_compressor(self.compressor)
-        _bool_arg("per_tensor", self.per_tensor)
-
-
-# No annotations: torch's DDP checks that ``bucket`` is annotated exactly as dist.GradBucket,
-# and ``from __future__ import annotations`` would turn annotations into strings.
-def compression_hook(state, bucket):
-    """A comm hook for ``torch.nn.parallel.DistributedDataParallel``:
-    ``ddp.register_comm_hook(HookState(TopK(0.01)), compression_hook)`` makes torch's DDP
-    send each bucket through a course compressor instead of an fp32 all-reduce
-    (``torch.distributed.algorithms.ddp_comm_hooks``). Runs synchronously; returns a
-    completed ``Future`` holding the bucket's averaged (approximated) gradients."""
-    if not isinstance(state, HookState):
-        raise TypeError(f"state must be a HookState, e.g. HookState(TopK(0.01)), got {type(state).__name__}")
-    buf = bucket.buffer()
-    state.buckets.append(buf.numel())
-    # Keys from the parameters, not bucket.index(): DDP rebuilds its buckets after the first step.
-    params = bucket.parameters()
-    if state.per_tensor:
-        offset = 0
-        for p, grad in zip(params, bucket.gradients()):
-            part = buf[offset:offset + grad.numel()]
-            part.copy_(state.compressor.reduce(part.view_as(grad), key=id(p)).reshape(-1))
-            offset += grad.numel()
-    else:
-        buf.copy_(state.compressor.reduce(buf, key=tuple(id(p) for p in params)))
-    fut: torch.futures.Future = torch.futures.Future()
-    fut.set_result(buf)
-    return fut
-
-
-# =============================================================================== modelled clusters
-@dataclass(frozen=True)
-class Cluster:
-    """A modelled cluster: ``devices`` ranks, each computing at ``flops`` FLOP/s, joined by a
-    network with the alpha-beta ``link`` of chapter 3."""
-
-    name: str
-    devices: int
-    link: AlphaBeta
-    flops: float
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise TypeError(f"name must be a str describing the cluster, got {type(self.name).__name__}")
-        _int_arg("devices", self.devices, 1, "the number of ranks")
-        _check_link(self.link)
-        _real_arg("flops", self.flops, 0, math.inf, "each device's speed in FLOP/s, e.g. 20e12", low_open=True,
-                  high_open=True)
-
-
-# Stated, not measured: round numbers of the usual kind of hardware. Effective FLOP/s of a
-# GPU on a small model are far below its peak; 20 TFLOP/s is an assumption.
-CLUSTERS = (
-    Cluster("8 GPUs, one node (NVLink-class: 5 us, 100 GB/s)", 8, AlphaBeta(5e-6, 1 / 100e9), 20e12),
-    Cluster("64 GPUs, 10 Gb/s Ethernet (50 us, 1.25 GB/s)", 64, AlphaBeta(50e-6, 1 / 1.25e9), 20e12),
-)
-
-
-def predict_step_seconds(compressor: Compressor, shapes: list[tuple[int, ...]], cluster: Cluster,
-                         flop_per_device: float) -> float:
-    """``T_step = flop / speed + sum over tensors of T_comm(compressor, tensor)``: compute
-    (chapter 1's FLOP count at the cluster's speed) then the compressor's collectives on the
-    cluster's link (:func:`predict_comm_seconds`), with no overlap and no encoding time
-    (both are simplifications: overlap favours the dense all-reduce, encoding costs the
-    compressors)."""
-    _check_compressor(compressor)
-    if not isinstance(cluster, Cluster):
-        raise TypeError(f"cluster must be a Cluster, e.g. CLUSTERS[0], got {type(cluster).__name__}")
-    _real_arg("flop_per_device", flop_per_device, 0, math.inf, "the FLOP one device computes per step",
-              high_open=True)
-    if isinstance(shapes, (str, bytes)) or not hasattr(shapes, "__iter__"):
-        raise ValueError(f"shapes must be a list of tensor shapes, e.g. [(1000,), (40, 30)], got {shapes!r}")
-    comm_s = sum(predict_comm_seconds(compressor, s, cluster.devices, cluster.link) for s in shapes)
-    return flop_per_device / cluster.flops + comm_s

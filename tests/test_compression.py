@@ -9,7 +9,9 @@ import torch
 
 from course_lib import comm
 from course_lib.alpha_beta import AlphaBeta
+from course_lib import comm_hooks as H
 from course_lib import compression as C
+from course_lib import compression_time as T
 from course_lib.launcher import launch
 from course_lib.model import GPT
 from course_lib.configs import toy_config
@@ -276,7 +278,7 @@ def test_every_compressor_answers_the_interface():
     assert stacked.ratio((N,)) == stacked.payload_bytes((N,)) / (4 * N) == sum(m.nbytes for m in stacked.plan((N,))) / (4 * N)
 
 
-_ALPHA_BETA = C.CLUSTERS[0].link
+_ALPHA_BETA = T.CLUSTERS[0].link
 
 
 def _with_residual(c: C.Compressor) -> C.Compressor:
@@ -335,38 +337,38 @@ _BAD = {  # call -> (exception, what the message must say: the argument and the 
     "ring_bytes_sent(p=0)": (lambda: C.AllReduce().ring_bytes_sent((10,), 0, 0), ValueError, "p must be an int >= 1"),
     "Message('send')": (lambda: C.Message("send", 3, 4), ValueError, "op must be 'all_reduce' or 'all_gather'"),
     "Message(element_size=0)": (lambda: C.Message("all_reduce", 3, 0), ValueError, "element_size must be an int >= 1"),
-    "predict_comm_seconds(link=None)": (lambda: C.predict_comm_seconds(C.AllReduce(), (10,), 2, None), TypeError,
+    "predict_comm_seconds(link=None)": (lambda: T.predict_comm_seconds(C.AllReduce(), (10,), 2, None), TypeError,
                                         "link must be an AlphaBeta"),
-    "predict_comm_seconds(p=0)": (lambda: C.predict_comm_seconds(C.AllReduce(), (10,), 0, _ALPHA_BETA), ValueError,
+    "predict_comm_seconds(p=0)": (lambda: T.predict_comm_seconds(C.AllReduce(), (10,), 0, _ALPHA_BETA), ValueError,
                                   "p must be an int >= 1"),
-    "predict_comm_seconds('fp32')": (lambda: C.predict_comm_seconds("fp32", (10,), 2, _ALPHA_BETA), TypeError,
+    "predict_comm_seconds('fp32')": (lambda: T.predict_comm_seconds("fp32", (10,), 2, _ALPHA_BETA), TypeError,
                                      "compressor must be a .*Compressor, e.g. TopK"),
-    "predict_step_seconds(flop=nan)": (lambda: C.predict_step_seconds(C.AllReduce(), [(10,)], C.CLUSTERS[0],
+    "predict_step_seconds(flop=nan)": (lambda: T.predict_step_seconds(C.AllReduce(), [(10,)], T.CLUSTERS[0],
                                                                       float("nan")),
                                        ValueError, "flop_per_device must be a finite number"),
-    "predict_step_seconds(flop=-1)": (lambda: C.predict_step_seconds(C.AllReduce(), [(10,)], C.CLUSTERS[0], -1.0),
+    "predict_step_seconds(flop=-1)": (lambda: T.predict_step_seconds(C.AllReduce(), [(10,)], T.CLUSTERS[0], -1.0),
                                       ValueError, "flop_per_device must be"),
-    "predict_step_seconds(cluster=8)": (lambda: C.predict_step_seconds(C.AllReduce(), [(10,)], 8, 1e6), TypeError,
+    "predict_step_seconds(cluster=8)": (lambda: T.predict_step_seconds(C.AllReduce(), [(10,)], 8, 1e6), TypeError,
                                         "cluster must be a Cluster, e.g. CLUSTERS\\[0\\]"),
-    "predict_step_seconds(shapes=(10,))": (lambda: C.predict_step_seconds(C.AllReduce(), (10,), C.CLUSTERS[0], 1e6),
+    "predict_step_seconds(shapes=(10,))": (lambda: T.predict_step_seconds(C.AllReduce(), (10,), T.CLUSTERS[0], 1e6),
                                            ValueError, "shape must be a tuple of ints"),
-    "Cluster(devices=0)": (lambda: C.Cluster("x", 0, _ALPHA_BETA, 1e12), ValueError, "devices must be an int >= 1"),
-    "Cluster(devices=8.0)": (lambda: C.Cluster("x", 8.0, _ALPHA_BETA, 1e12), ValueError, "devices must be an int"),
-    "Cluster(flops=-1)": (lambda: C.Cluster("x", 8, _ALPHA_BETA, -1), ValueError, "flops must be .*FLOP/s"),
-    "Cluster(flops=nan)": (lambda: C.Cluster("x", 8, _ALPHA_BETA, float("nan")), ValueError, "flops must be a finite"),
-    "Cluster(alpha=nan)": (lambda: C.Cluster("x", 8, AlphaBeta(float("nan"), 1e-9), 1e12), ValueError,
+    "Cluster(devices=0)": (lambda: T.Cluster("x", 0, _ALPHA_BETA, 1e12), ValueError, "devices must be an int >= 1"),
+    "Cluster(devices=8.0)": (lambda: T.Cluster("x", 8.0, _ALPHA_BETA, 1e12), ValueError, "devices must be an int"),
+    "Cluster(flops=-1)": (lambda: T.Cluster("x", 8, _ALPHA_BETA, -1), ValueError, "flops must be .*FLOP/s"),
+    "Cluster(flops=nan)": (lambda: T.Cluster("x", 8, _ALPHA_BETA, float("nan")), ValueError, "flops must be a finite"),
+    "Cluster(alpha=nan)": (lambda: T.Cluster("x", 8, AlphaBeta(float("nan"), 1e-9), 1e12), ValueError,
                            "link.alpha must be a finite number .*latency in seconds"),
-    "predict_comm_seconds(beta=-1)": (lambda: C.predict_comm_seconds(C.AllReduce(), (10,), 2, AlphaBeta(1e-6, -1.0)),
+    "predict_comm_seconds(beta=-1)": (lambda: T.predict_comm_seconds(C.AllReduce(), (10,), 2, AlphaBeta(1e-6, -1.0)),
                                       ValueError, "link.beta must be .*seconds per byte"),
-    "Cluster(link=None)": (lambda: C.Cluster("x", 8, None, 1e12), TypeError, "link must be an AlphaBeta"),
-    "HookState(None)": (lambda: C.HookState(None), TypeError, "compressor must be a .*Compressor"),
-    "HookState(per_tensor='yes')": (lambda: C.HookState(C.TopK(0.1), per_tensor="yes"), ValueError,
+    "Cluster(link=None)": (lambda: T.Cluster("x", 8, None, 1e12), TypeError, "link must be an AlphaBeta"),
+    "HookState(None)": (lambda: H.HookState(None), TypeError, "compressor must be a .*Compressor"),
+    "HookState(per_tensor='yes')": (lambda: H.HookState(C.TopK(0.1), per_tensor="yes"), ValueError,
                                     "per_tensor must be True or False"),
     "reduce(key reused)": (lambda: _with_residual(C.TopK(0.1)).reduce(torch.ones(3)), ValueError,
                            "key 0 was first used for a tensor of 5 elements, now 3: give each tensor its own key"),
     "EFSign.reduce(key reused)": (lambda: _with_residual(C.EFSign()).reduce(torch.ones(3)), ValueError, "own key"),
     "RandomK.reduce(key reused)": (lambda: _with_residual(C.RandomK(0.5)).reduce(torch.ones(3)), ValueError, "own key"),
-    "compression_hook(None)": (lambda: C.compression_hook(None, None), TypeError, "state must be a HookState"),
+    "compression_hook(None)": (lambda: H.compression_hook(None, None), TypeError, "state must be a HookState"),
 }
 
 
@@ -463,7 +465,7 @@ def _fp16_hooks_worker(rank: int, world_size: int, steps: int) -> dict:
         model = GPT(cfg)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         if impl == "course":
-            ddp.register_comm_hook(C.HookState(C.HalfPrecision(torch.float16)), C.compression_hook)
+            ddp.register_comm_hook(H.HookState(C.HalfPrecision(torch.float16)), H.compression_hook)
         else:
             ddp.register_comm_hook(None, fp16_compress_hook)
         opt = torch.optim.SGD(model.parameters(), lr=0.5)

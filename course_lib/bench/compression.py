@@ -26,6 +26,7 @@ import time
 import torch
 
 from course_lib import compression as C
+from course_lib import compression_time as T
 from course_lib.allocation.calibrate import profile_gpt
 from course_lib.configs import reference_config
 from course_lib.data import load_dataset
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         smooth = _smooth(loss, args.final_window)
         step_hit = next((i + 1 for i, v in enumerate(smooth) if v <= target), None)
         row = [label, measured, measured / (4 * n), formula / (4 * n), final, 100 * (final / base - 1)]
-        for cl in C.CLUSTERS:
-            dense = C.predict_step_seconds(C.AllReduce(), [(n,)], cl, flop)
-            t = C.predict_step_seconds(comp, shapes, cl, flop)
+        for cl in T.CLUSTERS:
+            dense = T.predict_step_seconds(C.AllReduce(), [(n,)], cl, flop)
+            t = T.predict_step_seconds(comp, shapes, cl, flop)
             seconds = min(step_hit, w) * dense + max(step_hit - w, 0) * t if step_hit else None
             row.append(f"{1e3 * seconds:.1f}" if seconds else "never")
         if label in GOALS:
@@ -126,12 +127,12 @@ def main(argv: list[str] | None = None) -> None:
             row.append("")
         rows.append(row)
     heads = ["method", "bytes/step", "ratio", "formula", "final loss", "vs fp32 %"] + \
-            [f"ms to {target:.3f}: {cl.name.split(',')[0]}" for cl in C.CLUSTERS] + \
+            [f"ms to {target:.3f}: {cl.name.split(',')[0]}" for cl in T.CLUSTERS] + \
             [f"goal: <= +{100 * (GOAL_LOSS - 1):.0f}%, <= 1/{1 / GOAL_BYTES:.0f} bytes"]
     print(format_table([dict(zip(heads, r)) for r in rows],
                        {"bytes/step": "{:.0f}", "ratio": "{:.4f}", "formula": "{:.4f}", "final loss": "{:.3f}",
                         "vs fp32 %": "{:+.1f}"}))
-    print("clusters (stated, not measured): " + "; ".join(cl.name for cl in C.CLUSTERS))
+    print("clusters (stated, not measured): " + "; ".join(cl.name for cl in T.CLUSTERS))
 
 
 if __name__ == "__main__":

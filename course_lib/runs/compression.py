@@ -16,8 +16,9 @@ import torch.nn as nn
 from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as torch_powersgd
 
 from course_lib import comm
-from course_lib.compression import (AllReduce, Compressor, EFSign, HalfPrecision, HookState, PowerSGD, QSGD,
-                                    RandomK, SignMajority, StackedPowerSGD, TopK, compression_hook, gpt_stacks)
+from course_lib.comm_hooks import HookState, compression_hook
+from course_lib.compression import (AllReduce, Compressor, EFSign, HalfPrecision, PowerSGD, QSGD, RandomK,
+                                    SignMajority, StackedPowerSGD, TopK, gpt_stacks)
 from course_lib.data import get_batch_shard, load_dataset
 from course_lib.ddp import DEFAULT_BUCKET_CAP_BYTES, BucketedDDP
 from course_lib.update_rules import flat_params
@@ -62,7 +63,7 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
     """One rank of compressed data-parallel training; returns losses, bytes and the final model.
 
     ``impl``: ``"course"`` (:class:`BucketedDDP` with ``compressor=``), ``"torch"`` (PyTorch's
-    DDP with :func:`~course_lib.compression.compression_hook`) or ``"torch-powersgd"``
+    DDP with :func:`~course_lib.comm_hooks.compression_hook`) or ``"torch-powersgd"``
     (PyTorch's own ``powerSGD_hook`` at rank ``powersgd_rank``, error feedback and warm start,
     compressing from the 2nd step: torch requires ``start_powerSGD_iter >= 2``; ``method`` is
     then ignored). ``per_tensor``: compress each parameter's gradient on its own instead of

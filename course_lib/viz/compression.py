@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from course_lib.compression import Cluster, predict_step_seconds
+from course_lib.compression_time import Cluster, predict_step_seconds
 from course_lib.runs.compression import make_compressor, mean_losses
 from course_lib.viz.collectives import PALETTE
 
