@@ -10,9 +10,10 @@ import torch
 from course_lib.launcher import launch
 from course_lib.model import GPTConfig
 from course_lib.pipeline_parallel import replay_cpu_costs, split_balanced, split_uniform, stage_times
-from course_lib.pipeline_schedules import (Action, Schedule, ScheduleDeadlock, bubble_formula, gpipe,
-                                           in_flight_formula, interleaved_1f1b, make_schedule,
-                                           one_f_one_b, simulate, unit_cost, validate)
+from course_lib.pipeline_actions import Action, Schedule, validate
+from course_lib.pipeline_schedules import (bubble_formula, gpipe, in_flight_formula, interleaved_1f1b, make_schedule,
+                                           one_f_one_b)
+from course_lib.pipeline_simulator import ScheduleDeadlock, simulate, unit_cost
 from course_lib.runs.pipeline_parallel import torch_pipeline_losses, train_pipelines, train_reference
 
 CFG2 = GPTConfig(vocab_size=16, block_size=8, n_layer=4, n_head=2, n_embd=16)   # p=2: up to 4 stages

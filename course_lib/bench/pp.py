@@ -26,7 +26,8 @@ from course_lib.model import GPTConfig
 from course_lib.pipeline_parallel import (cost_model, measured_timeline, profile_stages, replay_cpu_costs,
                                           module_seconds, split_balanced, split_uniform, stage_cost_model,
                                           stage_times)
-from course_lib.pipeline_schedules import bubble_formula, in_flight_formula, make_schedule, simulate
+from course_lib.pipeline_schedules import bubble_formula, in_flight_formula, make_schedule
+from course_lib.pipeline_simulator import simulate
 from course_lib.runs.pipeline_parallel import build_model, make_batches, train_pipeline
 from course_lib.tables import format_table
 

@@ -16,7 +16,8 @@ from course_lib import comm
 from course_lib.model import GPT, GPTConfig
 from course_lib.pipeline_parallel import (Bounds, StageChunk, owned_parameters, run_schedule,
                                           split_uniform, sync_tied_grads)
-from course_lib.pipeline_schedules import Schedule, make_schedule
+from course_lib.pipeline_actions import Schedule
+from course_lib.pipeline_schedules import make_schedule
 from course_lib.train import make_optimizer
 
 
