@@ -20,7 +20,14 @@ Two CSVs, both rewritten as each notebook finishes (an interrupted run keeps wha
   says why). Columns: student, assignment, file, status, ``NN.qK`` per question of every
   assignment, score, max, seconds, feedback.
 * ``scores-students.csv``: one row per student: ``NN.qK`` and ``NN.total`` per assignment,
-  total and max over all assignments (a student's best submission of each assignment).
+  total and max over all assignments (a student's best submission of each assignment), and
+  ``problems``: each of the student's notebooks that was not simply matched by name and graded,
+  with how it was (``00_collectives-Copy1.ipynb: renamed, matched to 00_collectives.ipynb by
+  content``; ``metadata stripped, restored by content``; ``blank: no question answered``;
+  ``unreadable notebook (NotJSONError: ...)``).
+
+An answer cell left exactly as handed out (``raise NotImplementedError()``) scores 0 with "not
+answered yet" without running its check; a notebook with no answer at all starts no kernel.
 
 A learner's infinite loop or deadlock costs only that question: the launcher ends deadlocked
 ranks after its own timeout, a cell or check running longer than ``--cell-timeout`` is
@@ -363,7 +370,8 @@ def match_assignment(path: Path, solutions: dict[str, Any]) -> tuple[str | None,
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception as e:  # noqa: BLE001 - truncated JSON, not a notebook, unreadable bytes
-        reason = str(e).splitlines()[0][:200] if str(e) else ""
+        # the reason, without the excerpt of the file some errors quote after it
+        reason = re.split(r": ['\"{]", str(e).splitlines()[0])[0][:200] if str(e) else ""
         return None, f"unreadable notebook ({type(e).__name__}: {reason})"
     if path.name in solutions:
         return path.name, ""
@@ -377,7 +385,7 @@ def match_assignment(path: Path, solutions: dict[str, Any]) -> tuple[str | None,
             best, hits = name, score
     if best is None:
         return None, "no matching assignment (none of the solutions' test cells is in this notebook)"
-    return best, f"renamed {path.name}, matched to {best} by content"
+    return best, f"renamed, matched to {best} by content"
 
 
 def submissions(folder: Path) -> list[Path]:
@@ -502,7 +510,7 @@ def write_csv(results: list[Result], out: Path, solutions: Path = ROOT / "soluti
             else:
                 row[f"{prefix(a)}.total"] = 0.0
         row["total"], row["max"] = total, mx
-        row["problems"] = " | ".join(f"{r.file}: {notes_of(r.status)}" for r in results
+        row["problems"] = " | ".join(f"{Path(r.file).name}: {notes_of(r.status)}" for r in results
                                      if r.student == s and notes_of(r.status))
         srows.append(row)
     _atomic_csv(students_csv(out), header, srows)
