@@ -340,10 +340,10 @@ def how_tests_were_found(submission: Any, source: Any) -> list[str]:
     found = {by_content.get(key(c.source)) for c in submission.cells if c.cell_type == "code"}
     notes = []
     stripped = [g for g in tests if g not in by_meta and g in found]
-    if stripped:
-        notes.append("metadata stripped, restored by content" if len(stripped) == len(tests) and not any(
-            meta(c) for c in submission.cells) else f"metadata of test cell(s) {', '.join(stripped)} stripped, "
-            "restored by content")
+    if stripped and not any(meta(c) for c in submission.cells):  # an editor dropped all nbgrader metadata
+        notes.append("metadata stripped, restored by content")
+    elif stripped:
+        notes.append(f"metadata of test cell(s) {', '.join(stripped)} stripped, restored by content")
     deleted = [g for g in tests if g not in by_meta and g not in found]
     if deleted:
         notes.append(f"test cell(s) {', '.join(deleted)} deleted or edited, restored from the solution")
@@ -356,8 +356,11 @@ def _graded(notes: list[str]) -> str:
 
 
 def notes_of(status: str) -> str:
-    """What a status says beyond "graded" (for the problems column)."""
-    return status[len("graded ("):-1] if status.startswith("graded (") else "" if status == "graded" else status
+    """What a status says beyond "graded" (for the problems column): the notes in its
+    parentheses, or the whole status of a notebook that could not be graded."""
+    if status == "graded":
+        return ""
+    return status[len("graded ("):-1] if status.startswith("graded (") else status
 
 
 def source_test(source: Any, gid: str) -> str:
