@@ -34,7 +34,7 @@ from course_lib import comm
 from course_lib.allocation.chain_dp import chain_dp
 from course_lib.allocation.problem import Device, Links, Module, Problem
 from course_lib.model import GPT
-from course_lib.pipeline_schedules import Action, Schedule, validate
+from course_lib.pipeline_actions import Action, Schedule, validate
 
 Bounds = list[tuple[int, int]]
 

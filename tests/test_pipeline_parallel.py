@@ -10,9 +10,10 @@ import torch
 from course_lib.launcher import launch
 from course_lib.model import GPTConfig
 from course_lib.pipeline_parallel import split_balanced, split_uniform, stage_times
-from course_lib.pipeline_schedules import (Action, Schedule, ScheduleDeadlock, bubble_formula, gpipe,
-                                           in_flight_formula, interleaved_1f1b, make_schedule,
-                                           one_f_one_b, simulate, unit_cost, validate)
+from course_lib.pipeline_actions import Action, Schedule, validate
+from course_lib.pipeline_schedules import (bubble_formula, gpipe, in_flight_formula, interleaved_1f1b, make_schedule,
+                                           one_f_one_b)
+from course_lib.pipeline_simulator import ScheduleDeadlock, simulate, unit_cost
 from course_lib.runs.pipeline_parallel import (build_model, make_batches, profile_stages, replay_cpu_costs,
                                                stage_cost_model, torch_pipeline_losses, train_pipelines,
                                                train_reference)

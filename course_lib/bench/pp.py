@@ -24,7 +24,8 @@ from course_lib.alpha_beta import measure_point_to_point
 from course_lib.configs import pipeline_config
 from course_lib.launcher import launch
 from course_lib.pipeline_parallel import split_balanced, split_uniform, stage_times
-from course_lib.pipeline_schedules import bubble_formula, in_flight_formula, make_schedule, simulate
+from course_lib.pipeline_schedules import bubble_formula, in_flight_formula, make_schedule
+from course_lib.pipeline_simulator import simulate
 from course_lib.runs.pipeline_parallel import (build_model, cost_model, make_batches, measured_timeline, module_seconds,
                                                profile_stages, replay_cpu_costs, stage_cost_model, train_pipeline)
 from course_lib.tables import format_table

@@ -20,7 +20,14 @@ Two CSVs, both rewritten as each notebook finishes (an interrupted run keeps wha
   says why). Columns: student, assignment, file, status, ``NN.qK`` per question of every
   assignment, score, max, seconds, feedback.
 * ``scores-students.csv``: one row per student: ``NN.qK`` and ``NN.total`` per assignment,
-  total and max over all assignments (a student's best submission of each assignment).
+  total and max over all assignments (a student's best submission of each assignment), and
+  ``problems``: each of the student's notebooks that was not simply matched by name and graded,
+  with how it was (``00_collectives-Copy1.ipynb: renamed, matched to 00_collectives.ipynb by
+  content``; ``metadata stripped, restored by content``; ``blank: no question answered``;
+  ``unreadable notebook (NotJSONError: ...)``).
+
+An answer cell left exactly as handed out (``raise NotImplementedError()``) scores 0 with "not
+answered yet" without running its check; a notebook with no answer at all starts no kernel.
 
 A learner's infinite loop or deadlock costs only that question: the launcher ends deadlocked
 ranks after its own timeout, a cell or check running longer than ``--cell-timeout`` is
@@ -29,8 +36,11 @@ interrupted (or its process killed), and grading continues in a fresh kernel or 
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import json
+import math
+import multiprocessing
 import os
 import pickle
 import queue
@@ -51,11 +61,13 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 from course_lib.grading.checker import needed_names
-from course_lib.grading.notebook import for_grading, is_answer, is_test, meta, test_ids_by_content, without_markers
+from course_lib.grading.notebook import (for_grading, is_answer, is_test, key, meta, strip_solution, test_ids_by_content,
+                                        to_exercise, without_markers)
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = "CellTimeout"
 DEAD = "DeadKernel"
+NOT_ANSWERED = "not answered yet: replace `raise NotImplementedError()` with your code"
 CHECK_MIN_S = 90  # the shortest time a check process gets per question
 STARTUP_S = 120  # extra time for a check process's first question: importing torch on a busy machine
 
@@ -100,6 +112,10 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
     fresh kernel (a code that ignores the interrupt would otherwise block every later cell):
     the earlier cells, except tests and the failed ones, are run again first. The kernel's
     own output (its warnings, worker tracebacks) goes to ``log``, not to the terminal.
+
+    The kernel does not warm up the launcher's forkserver (``COURSE_NO_WARM_UP``): a learner
+    reading the notebook gains from it, a graded run only pays for it, since its test cells
+    launch nothing (the checks run elsewhere). A cell that does launch starts one then.
     """
     replies: dict[int, dict] = {}
     status: dict[int, str | None] = {}
@@ -107,6 +123,7 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
     broken: set[int] = set()
     start = 0
     out = log or subprocess.DEVNULL
+    env = dict(os.environ, COURSE_NO_WARM_UP="1")
     while start < len(code):
         client = NotebookClient(
             nb, timeout=max(1, round(cell_timeout)), interrupt_on_timeout=True, allow_errors=True,
@@ -116,7 +133,7 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
             kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
             on_cell_executed=lambda cell, cell_index, execute_reply: replies.__setitem__(cell_index, execute_reply),
         )
-        with client.setup_kernel(stdout=out, stderr=out):
+        with client.setup_kernel(stdout=out, stderr=out, env=env):
             for i in code[:start]:  # a fresh kernel after a failure: restore the state so far
                 if i not in broken and not is_test(nb.cells[i]):
                     client.execute_cell(nbformat.from_dict(nb.cells[i]), i)
@@ -210,35 +227,95 @@ def run_checks(imports: str, tests: list[tuple[str, str, str]], cell_timeout: fl
 
 
 # ----------------------------------------------------------------------------- one notebook
+def question_label(source: Any, gid: str) -> str:
+    """How a check names its question ("Q1 ring_shift"), read from the solution's saved output."""
+    text = "".join(o.get("text", "") for c in source.cells if is_test(c) and meta(c)["grade_id"] == gid
+                   for o in c.get("outputs", []))
+    m = re.search(r"✓ (.+?) passed", text)
+    return m.group(1) if m else gid.upper()
+
+
+def _defines(source: str) -> set[str]:
+    """Top-level names a cell defines (functions, classes, assignments, imports)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    out = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return out
+
+
+def unanswered(nb: Any, source: Any, imports: str) -> set[str]:
+    """grade_ids of the test cells of ``nb`` (the notebook :func:`for_grading` made) whose answer
+    is still the exercise's stub: a name the test reads was last defined by an answer cell left
+    exactly as handed out (``raise NotImplementedError()``), and no cell the learner wrote or
+    changed ran in between (it could define the name again). Their checks would only say "not
+    answered yet"; the grader says it without running them."""
+    stubs = {key(strip_solution(c.source)): _defines(without_markers(c.source)) for c in source.cells if is_answer(c)}
+    handed_out = {key(c.source) for c in to_exercise(source).cells if c.cell_type == "code"}
+    from_stub: set[str] = set()  # names whose last definition is an unchanged stub
+    out = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        k = key(cell.source)
+        if is_test(cell):
+            if set(needed_names(cell.source, imports)) & from_stub:
+                out.add(meta(cell)["grade_id"])
+        elif k in stubs:
+            from_stub |= stubs[k]
+        elif k not in handed_out:
+            from_stub = set()  # the learner's own code: anything may be defined again
+    return out
+
+
 def grade_notebook(path: Path, solution: Path, student: str, cell_timeout: float = 180,
                    run_all: bool = False, log: Any = None) -> Result:
     t = time.time()
     source = nbformat.read(solution, as_version=4)
-    nb = for_grading(nbformat.read(path, as_version=4), source, run_all=run_all)
-    res = Result(student, solution.name)
+    submitted = nbformat.read(path, as_version=4)
+    nb = for_grading(submitted, source, run_all=run_all)
+    res = Result(student, solution.name, status=_graded(how_tests_were_found(submitted, source)))
     code = [c for c in source.cells if c.cell_type == "code"]
     first = next(i for i, c in enumerate(code) if is_answer(c) or is_test(c))
     imports = "\n".join(without_markers(c.source) for c in code[:first])
+    blank = unanswered(nb, source, imports)
     tests, test_cell = [], {}
+    status: dict[int, str | None] = {}
+    errors: dict[str, str | None] = {gid: f"CheckFailed: {question_label(source, gid)}: {NOT_ANSWERED}" for gid in blank}
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
         work = Path(tmp)
         for i, cell in enumerate(nb.cells):
             if is_test(cell):
                 gid = meta(cell)["grade_id"]
+                res.max_scores[gid] = float(meta(cell).get("points", 0))
+                test_cell[gid] = i
+                if gid in blank:
+                    cell.source = "pass  # not answered yet: the check is not run"
+                    continue
                 blob = work / f"{gid}.answer"
                 names = needed_names(cell.source, imports)
                 cell.source = (f"__import__('course_lib.grading.checker', fromlist=['capture'])"
                                f".capture(globals(), {names!r}, {str(blob)!r})")
                 tests.append((gid, without_markers(source_test(source, gid)), str(blob)))
-                test_cell[gid] = i
-                res.max_scores[gid] = float(meta(cell).get("points", 0))
-        checker = start_checker(path.parent, log)
-        try:
-            status = run_graded(nb, cell_timeout, path.parent, log)
-        except BaseException:
-            stop(checker)
-            raise
-        errors = run_checks(imports, tests, cell_timeout, path.parent, log, first=checker)
+        if tests:  # else nothing is answered: no kernel, no check process
+            checker = start_checker(path.parent, log)
+            try:
+                status = run_graded(nb, cell_timeout, path.parent, log)
+            except BaseException:
+                stop(checker)
+                raise
+            errors.update(run_checks(imports, tests, cell_timeout, path.parent, log, first=checker))
+        else:
+            res.status = _graded(["blank: no question answered"] + how_tests_were_found(submitted, source))
     for gid, i in test_cell.items():
         err = status.get(i) or errors.get(gid, "not run")
         if err and err.startswith("NameError"):
@@ -255,6 +332,37 @@ def grade_notebook(path: Path, solution: Path, student: str, cell_timeout: float
     return res
 
 
+def how_tests_were_found(submission: Any, source: Any) -> list[str]:
+    """Notes for the instructor on test cells :func:`for_grading` had to restore."""
+    tests = [meta(c)["grade_id"] for c in source.cells if is_test(c)]
+    by_meta = {meta(c).get("grade_id") for c in submission.cells}
+    by_content = test_ids_by_content(source)
+    found = {by_content.get(key(c.source)) for c in submission.cells if c.cell_type == "code"}
+    notes = []
+    stripped = [g for g in tests if g not in by_meta and g in found]
+    if stripped and not any(meta(c) for c in submission.cells):  # an editor dropped all nbgrader metadata
+        notes.append("metadata stripped, restored by content")
+    elif stripped:
+        notes.append(f"metadata of test cell(s) {', '.join(stripped)} stripped, restored by content")
+    deleted = [g for g in tests if g not in by_meta and g not in found]
+    if deleted:
+        notes.append(f"test cell(s) {', '.join(deleted)} deleted or edited, restored from the solution")
+    return notes
+
+
+def _graded(notes: list[str]) -> str:
+    """A graded row's status: "graded", or "graded (note; note)"."""
+    return "graded" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def notes_of(status: str) -> str:
+    """What a status says beyond "graded" (for the problems column): the notes in its
+    parentheses, or the whole status of a notebook that could not be graded."""
+    if status == "graded":
+        return ""
+    return status[len("graded ("):-1] if status.startswith("graded (") else status
+
+
 def source_test(source: Any, gid: str) -> str:
     return next(c.source for c in source.cells if is_test(c) and meta(c)["grade_id"] == gid)
 
@@ -265,38 +373,43 @@ def match_assignment(path: Path, solutions: dict[str, Any]) -> tuple[str | None,
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception as e:  # noqa: BLE001 - truncated JSON, not a notebook, unreadable bytes
-        reason = str(e).splitlines()[0][:200] if str(e) else ""
+        # the reason, without the excerpt of the file some errors quote after it
+        reason = re.split(r": ['\"{]", str(e).splitlines()[0])[0][:200] if str(e) else ""
         return None, f"unreadable notebook ({type(e).__name__}: {reason})"
     if path.name in solutions:
-        return path.name, "graded"
+        return path.name, ""
     best, hits = None, 0
     for name, src in solutions.items():
         ids = {meta(c).get("grade_id") for c in nb.cells} & {meta(c)["grade_id"] for c in src.cells if is_test(c)}
         content = test_ids_by_content(src)
-        n = sum(1 for c in nb.cells if "\n".join(x.rstrip() for x in c.source.strip().splitlines()) in content)
+        n = sum(1 for c in nb.cells if key(c.source) in content)
         score = n + len(ids)
         if score > hits:
             best, hits = name, score
     if best is None:
         return None, "no matching assignment (none of the solutions' test cells is in this notebook)"
-    return best, f"graded (matched to {best} by content)"
+    return best, f"renamed, matched to {best} by content"
 
 
 def submissions(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder}: give the folder that holds <student>/<notebook>.ipynb")
     subs = sorted(p for p in folder.glob("*/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     if not subs:
         raise FileNotFoundError(f"no submissions found as {folder}/<student>/<notebook>.ipynb")
     return subs
 
 
-def _grade_one(path: Path, rel: str, student: str, solution: Path, status: str, cell_timeout: float,
+def _grade_one(path: Path, rel: str, student: str, solution: Path, matched: str, cell_timeout: float,
                run_all: bool, log_path: Path | None) -> Result:
-    """One submission, in a pool worker; never raises: a failure is the row's status."""
+    """One submission, in a pool worker; never raises: a failure is the row's status.
+    ``matched``: how the submission was matched to ``solution``, if not by its name."""
     t = time.time()
     with open(log_path or os.devnull, "a") as log:
         try:
             r = grade_notebook(path, solution, student, cell_timeout, run_all, log)
-            r.status = status
+            if matched:
+                r.status = _graded([matched] + ([notes_of(r.status)] if notes_of(r.status) else []))
         except Exception as e:  # noqa: BLE001 - one bad notebook must not lose the class
             r = Result(student, solution.name, status=f"grading failed ({type(e).__name__}: {str(e)[:200]})")
     r.file, r.seconds = rel, time.time() - t
@@ -309,8 +422,8 @@ def grade_folder(folder: Path, solutions: Path, cell_timeout: float = 180, log: 
                  log_path: Path | None = None) -> list[Result]:
     """Grade every submission (filtered by student name and notebook prefix); each Result is
     passed to ``on_result`` as soon as it is known. ``done``: files (relative) to skip."""
-    if cell_timeout < 1:
-        raise ValueError(f"cell_timeout={cell_timeout:g}: give at least 1 second")
+    if not timeout_ok(cell_timeout):
+        raise ValueError(f"cell_timeout={cell_timeout!r}: give a number of seconds, at least 1")
     sols = {p.name: nbformat.read(p, as_version=4) for p in sorted(solutions.glob("*.ipynb"))}
     results: list[Result] = []
     pending = []
@@ -343,8 +456,7 @@ def grade_folder(folder: Path, solutions: Path, cell_timeout: float = 180, log: 
         for a in args:
             finish(_grade_one(*a))
     else:
-        import multiprocessing as mp
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for f in as_completed([pool.submit(_grade_one, *a) for a in args]):
                 finish(f.result())
     return results
@@ -401,8 +513,8 @@ def write_csv(results: list[Result], out: Path, solutions: Path = ROOT / "soluti
             else:
                 row[f"{prefix(a)}.total"] = 0.0
         row["total"], row["max"] = total, mx
-        row["problems"] = " | ".join(f"{r.file}: {r.status}" for r in results
-                                     if r.student == s and not r.status.startswith("graded"))
+        row["problems"] = " | ".join(f"{Path(r.file).name}: {notes_of(r.status)}" for r in results
+                                     if r.student == s and notes_of(r.status))
         srows.append(row)
     _atomic_csv(students_csv(out), header, srows)
 
@@ -454,6 +566,28 @@ def read_results(out: Path) -> list[Result]:
     return results
 
 
+def timeout_ok(seconds: float) -> bool:
+    """A cell timeout must be a finite number of seconds, at least 1 (nbclient rounds it, and
+    below 1 would mean no timeout at all)."""
+    return math.isfinite(seconds) and seconds >= 1
+
+
+def unmatched_filters(folder: Path, solutions: Path, students: list[str] | None,
+                      notebooks: list[str] | None) -> str | None:
+    """An error message if a ``--student`` or ``--notebook`` filter matches no submission."""
+    subs = submissions(folder)
+    names = sorted({p.parent.name for p in subs})
+    bad = [s for s in students or [] if s not in names]
+    if bad:
+        return f"--student {', '.join(bad)}: no such student in {folder}; there are: {', '.join(names)}"
+    files = sorted({p.name for p in subs} | {p.name for p in solutions.glob("*.ipynb")})
+    bad = [n for n in notebooks or [] if not any(f.startswith(n) for f in files)]
+    if bad:
+        return (f"--notebook {', '.join(bad)}: matches no notebook (a prefix such as 03); there are: "
+                f"{', '.join(files)}")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("submissions", type=Path)
@@ -467,10 +601,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-all", action="store_true", help="also run the ungraded 'try it yourself' cells")
     ap.add_argument("--log", type=Path, help="kernel and check output (default: OUT with .log)")
     a = ap.parse_args(argv)
-    if a.cell_timeout < 1:
-        ap.error(f"--cell-timeout {a.cell_timeout:g}: give at least 1 second")
+    if not timeout_ok(a.cell_timeout):
+        ap.error(f"--cell-timeout {a.cell_timeout:g}: give a number of seconds, at least 1 (e.g. 180)")
     if a.jobs < 1:
         ap.error("-j must be at least 1")
+    try:
+        problem = unmatched_filters(a.submissions, a.solutions, a.student, a.notebook)
+    except FileNotFoundError as e:
+        problem = str(e)
+    if problem:
+        print(f"{ap.prog}: error: {problem}", file=sys.stderr)
+        return 2
     earlier = read_results(a.out) if a.resume else []
     results = list(earlier)
     log_path = a.log or a.out.with_suffix(".log")

@@ -63,23 +63,24 @@ def to_exercise(nb: Any) -> Any:
     return ex
 
 
-def _key(source: str) -> str:
+def key(source: str) -> str:
+    """A cell source compared by content: trailing spaces and blank edges ignored."""
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
 
 def test_ids_by_content(source: Any) -> dict[str, str]:
     """{visible source of a test cell, as the exercise shows it: grade_id}: recognises test
     cells whose metadata an editor stripped."""
-    out = {_key(without_markers(c.source)): meta(c)["grade_id"] for c in source.cells if is_test(c)}
-    out.update({_key(c.source): meta(c)["grade_id"] for c in source.cells if is_test(c)})
-    return out | {_key(strip_hidden(c.source)): meta(c)["grade_id"] for c in source.cells if is_test(c)}
+    out = {key(without_markers(c.source)): meta(c)["grade_id"] for c in source.cells if is_test(c)}
+    out.update({key(c.source): meta(c)["grade_id"] for c in source.cells if is_test(c)})
+    return out | {key(strip_hidden(c.source)): meta(c)["grade_id"] for c in source.cells if is_test(c)}
 
 
 def try_it_cells(source: Any) -> set[str]:
     """Sources of the solution's ungraded code cells after its first answer ("try it yourself")."""
     code = [c for c in source.cells if c.cell_type == "code"]
     first = next((i for i, c in enumerate(code) if is_answer(c) or is_test(c)), len(code))
-    return {_key(c.source) for c in code[first:] if not meta(c)}
+    return {key(c.source) for c in code[first:] if not meta(c)}
 
 
 def for_grading(submission: Any, source: Any, run_all: bool = False) -> Any:
@@ -95,19 +96,19 @@ def for_grading(submission: Any, source: Any, run_all: bool = False) -> Any:
     nb = nbformat.from_dict(submission)
     src_tests = {meta(c)["grade_id"]: c for c in source.cells if is_test(c)}
     by_content = test_ids_by_content(source)
-    src_answers = {_key(strip_solution(c.source)): meta(c)["grade_id"] for c in source.cells if is_answer(c)}
+    src_answers = {key(strip_solution(c.source)): meta(c)["grade_id"] for c in source.cells if is_answer(c)}
     skip = set() if run_all else try_it_cells(source)
     seen, cells, ids = set(), [], []
     for cell in nb.cells:
-        gid = meta(cell).get("grade_id") or (by_content.get(_key(cell.source)) if cell.cell_type == "code" else None)
+        gid = meta(cell).get("grade_id") or (by_content.get(key(cell.source)) if cell.cell_type == "code" else None)
         if gid in src_tests and gid not in seen:
             cells.append(nbformat.from_dict(src_tests[gid]))
             seen.add(gid)
-        elif gid in src_tests or (cell.cell_type == "code" and not meta(cell) and _key(cell.source) in skip):
+        elif gid in src_tests or (cell.cell_type == "code" and not meta(cell) and key(cell.source) in skip):
             continue  # a duplicate test cell, or a try-it-yourself cell
         else:
             cells.append(cell)
-            gid = gid or src_answers.get(_key(cell.source))
+            gid = gid or src_answers.get(key(cell.source))
         ids.append(gid)
     for i, scell in enumerate(source.cells):
         gid = meta(scell).get("grade_id")

@@ -17,7 +17,9 @@ from course_lib import comm
 from course_lib.model import GPT, GPTConfig
 from course_lib.pipeline_parallel import (Bounds, StageChunk, StepRecord, owned_parameters, run_schedule,
                                           split_uniform, stage_times, sync_tied_grads)
-from course_lib.pipeline_schedules import Action, Cost, Schedule, Timeline, make_schedule, simulate
+from course_lib.pipeline_actions import Action, Schedule
+from course_lib.pipeline_schedules import make_schedule
+from course_lib.pipeline_simulator import Cost, Timeline, simulate
 from course_lib.train import make_optimizer
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from course_lib.pipeline_schedules import Timeline
+from course_lib.pipeline_simulator import Timeline
 
 COLOURS = {"F": "#4C72B0", "B": "#DD8452", "W": "#55A868"}
 
