@@ -18,6 +18,7 @@ The launcher resets the counters when a rank starts and sends them back with the
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -119,30 +120,156 @@ def _check_list(fn: str, tensors: list, like: torch.Tensor, group, name: str) ->
                              f"{tuple(like.shape)} {like.dtype} (gloo refuses uneven sizes); pad the inputs first")
 
 
-def check_raw_point_to_point() -> None:
-    """Give ``torch.distributed``'s own send/recv the peer check of this module's.
+def check_raw_point_to_point(exchange_headers: bool = False) -> None:
+    """Give ``torch.distributed``'s own send/recv the checks of this module's.
 
-    A learner may call ``dist.send(t, dst=2)`` directly; with a rank that does not exist gloo
-    crashes the process or hangs. The launcher calls this in every worker, so the same call
-    raises a ValueError naming the rank range instead.
+    The launcher calls this in every worker. A learner may call ``dist.send(t, dst=2)``
+    directly; with a rank that does not exist gloo crashes the process or hangs, so the peer is
+    checked first and a ValueError names the rank range instead.
+
+    With ``exchange_headers=True`` (the launcher's ``check_collectives``), every message is
+    preceded by a small header, (dtype, number of elements, shape) of the sent tensor, on a tag
+    of its own; the receiver compares it with its buffer before the payload arrives, and raises
+    a ValueError naming both sides instead of crashing (a larger message than the buffer aborts
+    gloo) or silently receiving garbage (a smaller one, or another dtype). The header is not
+    counted in :func:`get_stats`. ``comm.send``/``recv``/``isend``/``irecv`` and
+    ``batch_isend_irecv`` go through these functions, so they are checked too.
     """
-    for name, arg in (("send", "dst"), ("isend", "dst"), ("recv", "src"), ("irecv", "src")):
-        original = getattr(dist, name)
-        if getattr(original, "_course_checked", False):
-            continue
+    global _exchange_headers
+    _exchange_headers = exchange_headers
+    if getattr(dist.send, "_course_checked", False):
+        return
+    originals = {name: getattr(dist, name) for name in ("send", "recv", "isend", "irecv")}
+    isend0, irecv0 = originals["isend"], originals["irecv"]
 
-        @functools.wraps(original)
-        def checked(tensor, *args, _original=original, _name=name, _arg=arg, **kwargs):
-            peer = args[0] if args else kwargs.get(_arg)
-            group = args[1] if len(args) > 1 else kwargs.get("group")
-            if peer is not None:  # None: a group-relative peer (group_dst=...), which torch checks
-                _check_peer(_name, _arg, peer, group)
-            return _original(tensor, *args, **kwargs)
+    def isend(tensor, dst=None, group=None, tag=0, group_dst=None):
+        _check_raw_peer("isend", "dst", dst, group)
+        if _exchange_headers:
+            _send_header(isend0, tensor, dst, group, tag, group_dst)
+        return isend0(tensor, dst, group, tag, group_dst=group_dst)
 
+    def send(tensor, dst=None, group=None, tag=0, group_dst=None):
+        _check_raw_peer("send", "dst", dst, group)
+        if not _exchange_headers:
+            return originals["send"](tensor, dst, group, tag, group_dst=group_dst)
+        _send_header(isend0, tensor, dst, group, tag, group_dst)
+        work = isend0(tensor, dst, group, tag, group_dst=group_dst)
+        if work is not None:
+            work.wait()
+
+    def irecv(tensor, src=None, group=None, tag=0, group_src=None):
+        _check_raw_peer("irecv", "src", src, group)
+        if not _exchange_headers:
+            return irecv0(tensor, src, group, tag, group_src=group_src)
+        header = torch.empty(_HEADER_LEN, dtype=torch.int64)
+        header_work = irecv0(header, src, group, _HEADER_TAG + tag, group_src=group_src)
+        if src is None and group_src is None:  # the sender is known once its header is here
+            return _CheckedRecv(header_work, header, tensor, None, lambda s: irecv0(tensor, s, group, tag), group=group)
+        # Posted now, so that a peer's blocking send completes before we wait (as without the check).
+        return _CheckedRecv(header_work, header, tensor, irecv0(tensor, src, group, tag, group_src=group_src),
+                            None, _global(group, src, group_src))
+
+    def recv(tensor, src=None, group=None, tag=0, group_src=None):
+        _check_raw_peer("recv", "src", src, group)
+        if not _exchange_headers:
+            return originals["recv"](tensor, src, group, tag, group_src=group_src)
+        header = torch.empty(_HEADER_LEN, dtype=torch.int64)
+        header_work = irecv0(header, src, group, _HEADER_TAG + tag, group_src=group_src)
+        header_work.wait()
+        sender = _sender(header_work, group, src, group_src)
+        _compare_with_header(header, tensor, sender)  # before the payload: a too large one would abort gloo
+        irecv0(tensor, sender, group, tag).wait()
+        return sender
+
+    for name, checked in (("send", send), ("recv", recv), ("isend", isend), ("irecv", irecv)):
+        functools.update_wrapper(checked, originals[name])
         checked._course_checked = True
         # Both names: P2POp and batch_isend_irecv compare ops with distributed_c10d's own.
         setattr(dist, name, checked)
         setattr(distributed_c10d, name, checked)
+
+
+_exchange_headers = False
+_HEADER_TAG = 1 << 30  # header tags: far above any tag the course or a learner uses
+_HEADER_LEN = 3 + 8  # dtype, numel, ndim, up to 8 dimensions
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+           torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128]
+_pending_headers: list = []  # header sends not yet completed (their buffers must stay alive)
+
+
+def _check_raw_peer(fn: str, name: str, peer, group) -> None:
+    if peer is not None:  # None: a group-relative peer (group_dst=...), which torch checks, or any source
+        _check_peer(fn, name, peer, group)
+
+
+def _describe(dtype_code: int, numel: int, shape: list[int]) -> str:
+    dtype = _DTYPES[dtype_code] if 0 <= dtype_code < len(_DTYPES) else f"dtype #{dtype_code}"
+    return f"shape {list(shape)} {str(dtype).replace('torch.', '')}" if len(shape) <= 8 else f"{numel} elements of {dtype}"
+
+
+def _header_of(tensor: torch.Tensor) -> torch.Tensor:
+    code = _DTYPES.index(tensor.dtype) if tensor.dtype in _DTYPES else len(_DTYPES) + 1
+    shape = list(tensor.shape)[:8]
+    return torch.tensor([code, tensor.numel(), tensor.dim()] + shape + [0] * (8 - len(shape)), dtype=torch.int64)
+
+
+def _send_header(isend0, tensor, dst, group, tag, group_dst) -> None:
+    _pending_headers[:] = [(w, h) for w, h in _pending_headers if not w.is_completed()]
+    header = _header_of(tensor)
+    work = isend0(header, dst, group, _HEADER_TAG + tag, group_dst=group_dst)
+    if work is not None:
+        _pending_headers.append((work, header))
+
+
+def _global(group, src, group_src) -> int | None:
+    if src is not None:
+        return src
+    return group_src if group is None else dist.get_global_rank(group, group_src)
+
+
+def _sender(header_work, group, src, group_src) -> int:
+    if src is not None or group_src is not None:
+        return _global(group, src, group_src)
+    r = header_work._source_rank()
+    return r if group is None else dist.get_global_rank(group, r)
+
+
+def _compare_with_header(header: torch.Tensor, tensor: torch.Tensor, sender: int) -> None:
+    code, numel, ndim, *dims = header.tolist()
+    mine = _header_of(tensor).tolist()
+    if code != mine[0] or numel != mine[1]:
+        raise ValueError(
+            f"rank {dist.get_rank()} receives into {_describe(mine[0], mine[1], list(tensor.shape))} but rank "
+            f"{sender} sent {_describe(code, numel, dims[:ndim])}: the receive buffer must have the sender's "
+            "shape and dtype")
+
+
+class _CheckedRecv:
+    """A non-blocking receive whose ``wait()`` first compares the sender's header with the buffer."""
+
+    def __init__(self, header_work, header, tensor, payload_work, post_payload=None, sender=None, group=None):
+        self._header_work, self._header, self._tensor, self._group = header_work, header, tensor, group
+        self._payload_work, self._post_payload, self._sender = payload_work, post_payload, sender
+
+    def wait(self, timeout=None) -> bool:
+        if self._header is not None:
+            self._header_work.wait()
+            if self._sender is None:
+                self._sender = _sender(self._header_work, self._group, None, None)
+            header, self._header = self._header, None
+            _compare_with_header(header, self._tensor, self._sender)
+            if self._payload_work is None:
+                self._payload_work = self._post_payload(self._sender)
+        return self._payload_work.wait() if timeout is None else self._payload_work.wait(timeout)
+
+    def is_completed(self) -> bool:
+        return self._header is None and self._payload_work.is_completed()
+
+    def _source_rank(self) -> int:
+        return self._sender if self._sender is not None else _sender(self._header_work, self._group, None, None)
+
+    def __getattr__(self, name):
+        return getattr(self._payload_work, name)
 
 
 def _point_to_point(fn: str, tensor: torch.Tensor, role: str, peer: object, group) -> int:
@@ -366,8 +493,6 @@ def device() -> torch.device:
     Write worker functions with ``x = torch.ones(4, device=comm.device())`` and they run
     unchanged on gloo CPU ranks (the launcher, torchrun) and on nccl GPU ranks (torchrun).
     """
-    import os
-
     if dist.is_initialized() and dist.get_backend() == "nccl":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")

@@ -38,8 +38,10 @@ import ctypes
 import faulthandler
 import multiprocessing as mp
 import multiprocessing.connection
+from multiprocessing import forkserver
 import os
 import pickle
+import re
 import shutil
 import signal
 import sys
@@ -145,7 +147,9 @@ def _worker_main(job: _Job) -> None:
     stack_file = open(os.path.join(d, f"rank{rank}.stack"), "w")
     faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     crash_file = open(os.path.join(d, f"rank{rank}.crash"), "w")
-    faulthandler.enable(file=crash_file, all_threads=False)  # SIGSEGV & co: the stack at the crash
+    # SIGSEGV, SIGABRT & co: every thread's stack at the crash. All threads, because gloo aborts from its
+    # own thread (a message larger than the receive buffer) while the main thread holds the learner's line.
+    faulthandler.enable(file=crash_file, all_threads=True)
     torch.set_num_threads(job.threads)
     # The same variables torchrun sets, so worker code can be written once for both.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(ws), LOCAL_RANK=str(rank))
@@ -161,7 +165,7 @@ def _worker_main(job: _Job) -> None:
             job.backend, store=store, rank=rank, world_size=ws,
             timeout=timedelta(seconds=job.pg_timeout),
         )
-        comm.check_raw_point_to_point()
+        comm.check_raw_point_to_point(exchange_headers=job.check_collectives)
         if job.check_collectives:
             _unchecked_twin_group()
         result = fn(rank, ws, *args, **kwargs)
@@ -229,42 +233,33 @@ _ctx: mp.context.BaseContext | None = None
 # Two forkservers, so that the first launch is quick and later ones are quicker still. The first
 # (started when the launcher is imported in a kernel) preloads torch.distributed only. After the
 # first launch, a second one starts in the background that also preloads torch._dynamo, which
-# every torch.optim step imports (torch 2.13) and which takes seconds in each fresh rank; the next
-# launch switches to it (waiting for it if it is still importing). Both fork their workers from
-# memory: no rank imports torch itself.
+# every torch.optim step imports (torch 2.13) and which takes seconds in each fresh rank. A launch
+# switches to it only once it is ready and never waits for it: until then the first server serves.
+# Both fork their workers from memory: no rank imports torch itself.
 _PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed"]
 _PRELOAD_FULL = _PRELOAD + ["torch._dynamo", "course_lib._forkserver_ready"]
 _ctx_lock = threading.Lock()
 _full_server: Any = None  # the second forkserver, once started
 _switched = False  # True once new workers come from the second forkserver
 _full_ready = os.path.join(tempfile.gettempdir(), f"course-forkserver-ready-{os.getpid()}")
-_FULL_SERVER_WAIT = 60.0  # seconds a launch waits for the full server before using the first one
 
 
 def _context() -> mp.context.BaseContext:
-    """The forkserver context; switches to the fully preloaded server once it is ready."""
+    """The forkserver context; switches to the fully preloaded server if it is ready (never waits)."""
     global _ctx
     with _ctx_lock:
         if _ctx is None:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(_PRELOAD)
             _ctx = ctx
-        if _full_server is not None:
-            # Wait for it rather than use the first server: there, every rank of a job that
-            # steps an optimizer would import torch._dynamo itself, which costs more.
-            deadline = time.time() + _FULL_SERVER_WAIT
-            while not os.path.exists(_full_ready) and time.time() < deadline:
-                time.sleep(0.02)
-            if os.path.exists(_full_ready):
-                _switch_to_full_server()
+        if _full_server is not None and os.path.exists(_full_ready):
+            _switch_to_full_server()
     return _ctx
 
 
 def _start_full_server() -> None:
     """Start the fully preloaded forkserver in the background (once per process)."""
     global _full_server
-    from multiprocessing import forkserver
-
     with _ctx_lock:
         if _full_server is not None or _switched:
             return
@@ -292,8 +287,6 @@ def _switch_to_full_server() -> None:
     """Route new workers to the full server and stop the first one (no worker of it is alive:
     called at the start of a launch, and every launch ends its workers)."""
     global _full_server, _switched
-    from multiprocessing import forkserver
-
     old, new = forkserver._forkserver, _full_server
     for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload"):
         setattr(forkserver, name, getattr(new, name))
@@ -306,8 +299,6 @@ def _switch_to_full_server() -> None:
 def warm_up() -> None:
     """Start the forkserver now, in the background, so the first launch does not wait for its
     imports. Called when this module is imported in a notebook kernel; safe to call again."""
-    from multiprocessing import forkserver
-
     def start() -> None:
         _context()
         _without_ctrl_c(forkserver.ensure_running)  # spawns (exec) a fresh server; it imports _PRELOAD
@@ -535,10 +526,8 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
         why = f"signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exit code {code}"
         crash = _read(os.path.join(run_dir, f"rank{r}.crash")).split("\nExtension modules:")[0].strip()
         if "Fatal Python error" in crash:
-            return WorkerError(r, "WorkerCrashed", f"the process crashed with {why} inside C code, "
-                               f"{where_stuck(crash).replace('blocked in', 'in')}. A crash in torch.distributed "
-                               "often means a rank outside 0..world_size-1 or a tensor of the wrong shape; "
-                               "course_lib.comm checks both and says which", crash)
+            return WorkerError(r, "WorkerCrashed", _crash_message(why, crash, _read(os.path.join(run_dir, f"rank{r}.out"))),
+                               crash)
         return WorkerError(r, "WorkerDied", f"the process ended abruptly with {why} "
                            "(out of memory? os._exit? a crash in C code?)", "(no Python traceback)")
     causes = causes or errors
@@ -547,6 +536,21 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
     if MISMATCH.search(e["message"]):
         return mismatch_error(r, e, _errors_of_every_rank(procs, run_dir))
     return WorkerError(r, e["exc_type"], e["message"], e["traceback"])
+
+
+_GLOO_SIZE = re.compile(r"(\d+) vs (\d+)\. Received data size doesn't match expected size")
+
+
+def _crash_message(why: str, crash: str, output: str) -> str:
+    """What a rank that crashed in C code was doing, and the likely cause when gloo said it."""
+    where = where_stuck(crash).replace("blocked in", "in")
+    size = _GLOO_SIZE.search(output)
+    if size:
+        return (f"the process crashed with {why} inside gloo: a message of {size[1]} bytes arrived for a receive "
+                f"buffer of {size[2]} bytes ({where}). The receive buffer must have the sender's shape and dtype")
+    hint = (". A crash inside torch.distributed usually means the ranks disagree about a call: its peer, "
+            "the tensor's shape or dtype" if "torch/distributed" in crash or "course_lib/comm" in crash else "")
+    return f"the process crashed with {why} inside C code, {where}{hint}"
 
 
 def _errors_of_every_rank(procs, run_dir: str) -> dict[int, dict]:
