@@ -18,6 +18,7 @@ The launcher resets the counters when a rank starts and sends them back with the
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import time
 from collections import Counter
@@ -362,6 +363,55 @@ def batch_isend_irecv(ops: list[P2POp]) -> list:
 
 
 # ----------------------------------------------------------------------------- collectives
+# With the launcher's check_collectives on, each rank notes the collective it is in (and when it
+# has left it) in a small file the launcher reads: ranks blocked in collectives on different
+# groups wait on each other forever, and torch's own check cannot see it (each group checks itself).
+_call_log: int | None = None  # a file descriptor, set by the launcher
+_call_count = 0
+
+
+def set_call_log(fd: int | None) -> None:
+    """Note every collective this rank enters and leaves in file ``fd`` (None: do not)."""
+    global _call_log
+    _call_log = fd
+
+
+def describe_group(group) -> str:
+    """``the default group`` or ``group [0, 1] (new_group #2)``: the same words on every rank."""
+    if group is None or group is dist.GroupMember.WORLD or group is _p2p_group:
+        return "the default group"
+    made = [g for g in distributed_c10d._world.pg_group_ranks
+            if g is not dist.GroupMember.WORLD and g is not _p2p_group]
+    number = made.index(group) + 1 if group in made else "?"
+    return f"group {dist.get_process_group_ranks(group)} (new_group #{number})"
+
+
+def _noted(fn):
+    """Write ``count|in|op|group ranks|group|shape dtype`` before ``fn`` and ``count|out|...`` after it."""
+    names = list(inspect.signature(fn).parameters)
+    where = names.index("group")
+
+    @functools.wraps(fn)
+    def noted(*args, **kwargs):
+        global _call_count
+        if _call_log is None:
+            return fn(*args, **kwargs)
+        group = args[where] if len(args) > where else kwargs.get("group")
+        tensor = next((a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        ranks = (dist.get_process_group_ranks(group) if group not in (None, dist.GroupMember.WORLD)
+                 else list(range(dist.get_world_size())))
+        what = f"shape {list(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}" if tensor is not None else ""
+        _call_count += 1
+        note = f"{_call_count}|{{}}|{fn.__name__}|{ranks}|{describe_group(group)}|{what}"
+        os.pwrite(_call_log, note.format("in").encode().ljust(512), 0)
+        out = fn(*args, **kwargs)
+        os.pwrite(_call_log, note.format("out").encode().ljust(512), 0)
+        return out
+
+    return noted
+
+
+@_noted
 def broadcast(tensor: torch.Tensor, src: int, group=None, async_op: bool = False):
     _check_tensor("broadcast", tensor)
     _check_peer("broadcast", "src", src, group, allow_self=True)
@@ -371,6 +421,7 @@ def broadcast(tensor: torch.Tensor, src: int, group=None, async_op: bool = False
     return w
 
 
+@_noted
 def all_reduce(tensor: torch.Tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
     _check_tensor("all_reduce", tensor)
     t0 = _collective("all_reduce", _nbytes(tensor))
@@ -379,6 +430,7 @@ def all_reduce(tensor: torch.Tensor, op=ReduceOp.SUM, group=None, async_op: bool
     return w
 
 
+@_noted
 def reduce(tensor: torch.Tensor, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False):
     _check_tensor("reduce", tensor)
     _check_peer("reduce", "dst", dst, group, allow_self=True)
@@ -386,6 +438,7 @@ def reduce(tensor: torch.Tensor, dst: int, op=ReduceOp.SUM, group=None, async_op
     return dist.reduce(tensor, dst, op=op, group=group, async_op=async_op)
 
 
+@_noted
 def all_gather(tensor_list: list[torch.Tensor], tensor: torch.Tensor, group=None, async_op: bool = False):
     _check_tensor("all_gather", tensor)
     _check_list("all_gather", tensor_list, tensor, group, "tensor_list")
@@ -393,6 +446,7 @@ def all_gather(tensor_list: list[torch.Tensor], tensor: torch.Tensor, group=None
     return dist.all_gather(tensor_list, tensor, group=group, async_op=async_op)
 
 
+@_noted
 def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
     """``output = cat(input of rank 0, ..., input of rank p-1)``: torch 2.13's name for
     ``all_gather_into_tensor``."""
@@ -401,6 +455,7 @@ def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, asy
     return dist.all_gather_single(output, input, group=group, async_op=async_op)
 
 
+@_noted
 def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
     """The pre-2.13 name of :func:`all_gather_single` (same operation, without torch's
     deprecation warning printed by every rank)."""
@@ -409,6 +464,7 @@ def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None
     return dist.all_gather_single(output, input, group=group, async_op=async_op)
 
 
+@_noted
 def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst: int = 0,
            group=None, async_op: bool = False):
     _check_rooted("gather", tensor, "dst", dst, gather_list, "gather_list", group)
@@ -416,6 +472,7 @@ def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, 
     return dist.gather(tensor, gather_list, dst=dst, group=group, async_op=async_op)
 
 
+@_noted
 def scatter(tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None = None, src: int = 0,
             group=None, async_op: bool = False):
     _check_rooted("scatter", tensor, "src", src, scatter_list, "scatter_list", group)
@@ -423,6 +480,7 @@ def scatter(tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None = None
     return dist.scatter(tensor, scatter_list, src=src, group=group, async_op=async_op)
 
 
+@_noted
 def reduce_scatter(output: torch.Tensor, input_list: list[torch.Tensor], op=ReduceOp.SUM,
                    group=None, async_op: bool = False):
     """``output = sum over ranks of input_list[rank]``. Note: gloo implements reduce-scatter as
@@ -433,6 +491,7 @@ def reduce_scatter(output: torch.Tensor, input_list: list[torch.Tensor], op=Redu
     return dist.reduce_scatter(output, input_list, op=op, group=group, async_op=async_op)
 
 
+@_noted
 def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp.SUM,
                           group=None, async_op: bool = False):
     """``output = chunk r of (sum over ranks of input)`` on rank r: torch 2.13's name for
@@ -442,6 +501,7 @@ def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
     return dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
 
 
+@_noted
 def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp.SUM,
                           group=None, async_op: bool = False):
     """The pre-2.13 name of :func:`reduce_scatter_single` (same operation, no warning)."""
@@ -450,6 +510,7 @@ def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
     return dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
 
 
+@_noted
 def all_to_all(output_tensor_list: list[torch.Tensor], input_tensor_list: list[torch.Tensor],
                group=None, async_op: bool = False):
     p = dist.get_world_size(group)
@@ -460,6 +521,7 @@ def all_to_all(output_tensor_list: list[torch.Tensor], input_tensor_list: list[t
     return dist.all_to_all(output_tensor_list, input_tensor_list, group=group, async_op=async_op)
 
 
+@_noted
 def barrier(group=None) -> None:
     _collective("barrier", 0)
     dist.barrier(group=group)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import inspect
 import multiprocessing as mp
 import multiprocessing.connection
 from multiprocessing import forkserver
@@ -57,7 +58,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from course_lib.launch_errors import (MISMATCH, PEER_CLOSED, CollectiveMismatchError, DeadlockError,  # noqa: F401
-                                      LaunchError, WorkerError, echoes_peer_failure, mismatch_error,
+                                      LaunchError, WorkerError, echoes_peer_failure, mismatch_error, user_line,
                                       where_stuck)
 
 DEFAULT_TIMEOUT = 30.0  # seconds for a whole run; chapters with long training runs pass more
@@ -168,6 +169,7 @@ def _worker_main(job: _Job) -> None:
         comm.check_raw_point_to_point(exchange_headers=job.check_collectives)
         if job.check_collectives:
             _unchecked_twin_group()
+            comm.set_call_log(os.open(os.path.join(d, f"rank{rank}.call"), os.O_WRONLY | os.O_CREAT, 0o644))
         result = fn(rank, ws, *args, **kwargs)
         try:
             blob = cloudpickle.dumps((result, comm.get_stats()))
@@ -408,6 +410,7 @@ def launch(
             f"launch() runs CPU processes with backend='gloo' (got {backend!r}). For nccl on GPUs "
             "run the same function under torchrun: python -m course_lib.torchrun_entry --help"
         )
+    _bind_arguments(fn, world_size, args, kwargs)
     threads = threads or default_threads(world_size)
     if check_collectives is None:
         check_collectives = CHECK_COLLECTIVES and os.environ.get("COURSE_CHECK_COLLECTIVES", "1") != "0"
@@ -435,7 +438,8 @@ def launch(
     printed = [0] * world_size
     try:
         _start(procs)
-        failure = _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done)
+        failure = _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done,
+                             bool(check_collectives))
         if failure is None:
             release.set()
             for p in procs:
@@ -468,9 +472,29 @@ def launch(
         del procs, done, release
 
 
-def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done) -> LaunchError | None:
+def _bind_arguments(fn: Callable[..., Any], world_size: int, args: tuple, kwargs: dict) -> None:
+    """Check ``fn(rank, world_size, *args, **kwargs)`` against fn's signature here, before any rank
+    starts, so that a misspelt or missing argument is one clear TypeError instead of N rank errors."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins and some C functions have no signature to check
+        return
+    try:
+        sig.bind(0, world_size, *args, **kwargs)
+    except TypeError as e:
+        name = getattr(fn, "__name__", "fn")
+        params = ", ".join(str(p) for p in sig.parameters.values())
+        unknown = [k for k in kwargs if k not in sig.parameters] if not any(
+            p.kind is p.VAR_KEYWORD for p in sig.parameters.values()) else []
+        what = f"{name}() has no parameter {unknown[0]!r}" if unknown else f"{name}(rank, world_size, ...): {e}"
+        raise TypeError(f"launch({name}, {world_size}, ...): {what}. {name}'s parameters are ({params}); "
+                        "the launcher passes rank and world_size first, then your arguments") from None
+
+
+def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done, checked) -> LaunchError | None:
     """Wait for the workers; return the error to raise (or None when every rank succeeded)."""
     first_failure_at: float | None = None
+    last_notes: dict | None = None
     finished: set[int] = set()
     while True:
         while not done._reader.closed and done._reader.poll():
@@ -497,7 +521,13 @@ def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done) -
                 return _worker_error(procs, run_dir, failed)
         if time.time() - t0 > timeout:
             return _deadlock_error(procs, run_dir, timeout, finished)
-        tick = 0.05 if (stream or failed) else min(1.0, max(0.01, t0 + timeout - time.time()))
+        if checked and not failed and time.time() - t0 > 0.5:
+            # The same calls twice in a row, a tick apart: no rank is between two notes.
+            notes = _blocked_on_different_groups(procs, run_dir, finished)
+            if notes and notes == last_notes:
+                return _group_mismatch_error(procs, run_dir, notes)
+            last_notes = notes
+        tick = 0.05 if (stream or failed) else min(0.25 if checked else 1.0, max(0.01, t0 + timeout - time.time()))
         mp.connection.wait([p.sentinel for p in alive] + [done._reader], timeout=tick)
 
 
@@ -535,9 +565,20 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
     e = causes[r]
     if MISMATCH.search(e["message"]):
         return mismatch_error(r, e, _errors_of_every_rank(procs, run_dir))
-    return WorkerError(r, e["exc_type"], e["message"], e["traceback"])
+    message = e["message"]
+    sender = _P2P_MISMATCH.search(message)
+    if sender:  # a message that does not fit its receive buffer: both ends of it
+        line = user_line(e["traceback"])
+        message += f"\n  rank {r}: received" + (f", called from {line}" if line else "")
+        s = int(sender[1])
+        if 0 <= s < len(procs):
+            where = _stacks(procs, run_dir, [s])[s]
+            message += f"\n  rank {s}: sent" + (f", called from {where.split(', called from ', 1)[1]}"
+                                                if ", called from " in where else f" ({where})")
+    return WorkerError(r, e["exc_type"], message, e["traceback"])
 
 
+_P2P_MISMATCH = re.compile(r"receives into .* but rank (\d+) sent")
 _GLOO_SIZE = re.compile(r"(\d+) vs (\d+)\. Received data size doesn't match expected size")
 
 
@@ -564,9 +605,45 @@ def _errors_of_every_rank(procs, run_dir: str) -> dict[int, dict]:
         time.sleep(0.02)
 
 
-def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
-    stuck_ranks = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
-    for r in stuck_ranks:
+def _blocked_on_different_groups(procs, run_dir, finished) -> dict[int, list[str]] | None:
+    """Each unfinished rank's collective, when every one of them is inside a collective that cannot finish.
+
+    A collective finishes only once every rank of its group has called it on that group. If each
+    unfinished rank waits in a collective (its note says ``in``) and no group has all its ranks
+    waiting on it, no rank can ever move on: a certain deadlock, found without the timeout.
+    """
+    waiting = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
+    notes = {}
+    for r in waiting:
+        parts = _read(os.path.join(run_dir, f"rank{r}.call")).strip().split("|")
+        if len(parts) < 6 or parts[1] != "in":
+            return None
+        notes[r] = parts
+    for r, (_, _, op, ranks, group, _) in notes.items():
+        members = [int(m) for m in ranks.strip("[]").split(",") if m.strip()]
+        if all(m in notes and notes[m][4] == group for m in members):
+            return None  # this group's collective has all its ranks: it can finish
+    if len({parts[4] for parts in notes.values()}) < 2:
+        return None  # one group: a mismatch torch's check reports itself, or ranks that finished early
+    return notes
+
+
+def _group_mismatch_error(procs, run_dir, notes) -> CollectiveMismatchError:
+    stuck = _stacks(procs, run_dir, list(notes))
+    calls = {}
+    for r, (_, _, op, _, group, what) in sorted(notes.items()):
+        line = stuck[r].split(", called from ", 1)[1] if ", called from " in stuck[r] else ""
+        calls[r] = f"{op}({what}) on {group}" + (f", called from {line}" if line else "")
+    a, b = sorted(notes)[:2]
+    summary = (f"rank {a} called {notes[a][2]} on {notes[a][4]} while rank {b} called {notes[b][2]} on "
+               f"{notes[b][4]}: every rank must call each collective on the same group, so these wait for "
+               "each other forever")
+    return CollectiveMismatchError(a, summary, calls, "")
+
+
+def _stacks(procs, run_dir, ranks) -> dict[int, str]:
+    """Where each of ``ranks`` is now: its torch.distributed call and the learner's line, from its stack."""
+    for r in ranks:
         try:
             os.kill(procs[r].pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -576,12 +653,21 @@ def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
     stacks: dict[int, str] = {}
     deadline = time.time() + 3.0
     while True:
-        stacks = {r: _read(os.path.join(run_dir, f"rank{r}.stack")) for r in stuck_ranks}
-        if all("in _worker_main" in text for text in stacks.values()) or time.time() > deadline:
+        stacks = {r: _read(os.path.join(run_dir, f"rank{r}.stack")) for r in ranks}
+        exited = {r for r in ranks if procs[r].exitcode is not None}
+        if all("in _worker_main" in stacks[r] or r in exited for r in ranks) or time.time() > deadline:
             break
         time.sleep(0.05)
-    stuck = {r: where_stuck(text) for r, text in stacks.items()}
-    return DeadlockError(timeout, stuck, sorted(finished))
+    where = {r: where_stuck(text) for r, text in stacks.items()}
+    for r, e in _errors(run_dir, [r for r in ranks if "in _worker_main" not in stacks[r]]).items():
+        line = user_line(e["traceback"])  # a rank that ended meanwhile (e.g. its peer went): its last call
+        where[r] = f"ended with {e['exc_type']}" + (f", called from {line}" if line else "")
+    return where
+
+
+def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
+    stuck_ranks = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
+    return DeadlockError(timeout, _stacks(procs, run_dir, stuck_ranks), sorted(finished))
 
 
 # In a notebook kernel, warm the forkserver while the learner reads. Not in scripts, tests'
