@@ -128,13 +128,14 @@ def check_raw_point_to_point(exchange_headers: bool = False) -> None:
     directly; with a rank that does not exist gloo crashes the process or hangs, so the peer is
     checked first and a ValueError names the rank range instead.
 
-    With ``exchange_headers=True`` (the launcher's ``check_collectives``), every message is
-    preceded by a small header, (dtype, number of elements, shape) of the sent tensor, on a tag
-    of its own; the receiver compares it with its buffer before the payload arrives, and raises
-    a ValueError naming both sides instead of crashing (a larger message than the buffer aborts
-    gloo) or silently receiving garbage (a smaller one, or another dtype). The header is not
-    counted in :func:`get_stats`. ``comm.send``/``recv``/``isend``/``irecv`` and
-    ``batch_isend_irecv`` go through these functions, so they are checked too.
+    With ``exchange_headers=True`` (the launcher's ``check_collectives``), every message starts
+    with a small header, the sent tensor's (dtype, number of elements, shape), on a tag of its
+    own; the receiver compares it with its buffer before it takes the data, and raises a
+    ValueError naming both sides instead of crashing (gloo aborts on a message larger than the
+    buffer) or silently receiving garbage (a smaller one, or another dtype). A message of at most
+    :data:`_INLINE_BYTES` travels inside its header message (one message, as without the check);
+    a larger one follows its header. Headers are not counted in :func:`get_stats`.
+    ``comm.send``/``recv``/``isend``/``irecv`` and ``batch_isend_irecv`` go through these functions.
     """
     global _exchange_headers
     _exchange_headers = exchange_headers
@@ -145,16 +146,15 @@ def check_raw_point_to_point(exchange_headers: bool = False) -> None:
 
     def isend(tensor, dst=None, group=None, tag=0, group_dst=None):
         _check_raw_peer("isend", "dst", dst, group)
-        if _exchange_headers:
-            _send_header(isend0, tensor, dst, group, tag, group_dst)
-        return isend0(tensor, dst, group, tag, group_dst=group_dst)
+        if not _exchange_headers:
+            return isend0(tensor, dst, group, tag, group_dst=group_dst)
+        return _send_with_header(isend0, tensor, dst, group, tag, group_dst)
 
     def send(tensor, dst=None, group=None, tag=0, group_dst=None):
         _check_raw_peer("send", "dst", dst, group)
         if not _exchange_headers:
             return originals["send"](tensor, dst, group, tag, group_dst=group_dst)
-        _send_header(isend0, tensor, dst, group, tag, group_dst)
-        work = isend0(tensor, dst, group, tag, group_dst=group_dst)
+        work = _send_with_header(isend0, tensor, dst, group, tag, group_dst)
         if work is not None:
             work.wait()
 
@@ -162,25 +162,15 @@ def check_raw_point_to_point(exchange_headers: bool = False) -> None:
         _check_raw_peer("irecv", "src", src, group)
         if not _exchange_headers:
             return irecv0(tensor, src, group, tag, group_src=group_src)
-        header = torch.empty(_HEADER_LEN, dtype=torch.int64)
-        header_work = irecv0(header, src, group, _HEADER_TAG + tag, group_src=group_src)
-        if src is None and group_src is None:  # the sender is known once its header is here
-            return _CheckedRecv(header_work, header, tensor, None, lambda s: irecv0(tensor, s, group, tag), group=group)
-        # Posted now, so that a peer's blocking send completes before we wait (as without the check).
-        return _CheckedRecv(header_work, header, tensor, irecv0(tensor, src, group, tag, group_src=group_src),
-                            None, _global(group, src, group_src))
+        return _CheckedRecv(irecv0, tensor, src, group, tag, group_src)
 
     def recv(tensor, src=None, group=None, tag=0, group_src=None):
         _check_raw_peer("recv", "src", src, group)
         if not _exchange_headers:
             return originals["recv"](tensor, src, group, tag, group_src=group_src)
-        header = torch.empty(_HEADER_LEN, dtype=torch.int64)
-        header_work = irecv0(header, src, group, _HEADER_TAG + tag, group_src=group_src)
-        header_work.wait()
-        sender = _sender(header_work, group, src, group_src)
-        _compare_with_header(header, tensor, sender)  # before the payload: a too large one would abort gloo
-        irecv0(tensor, sender, group, tag).wait()
-        return sender
+        work = _CheckedRecv(irecv0, tensor, src, group, tag, group_src)
+        work.wait()
+        return work.sender
 
     for name, checked in (("send", send), ("recv", recv), ("isend", isend), ("irecv", irecv)):
         functools.update_wrapper(checked, originals[name])
@@ -192,10 +182,12 @@ def check_raw_point_to_point(exchange_headers: bool = False) -> None:
 
 _exchange_headers = False
 _HEADER_TAG = 1 << 30  # header tags: far above any tag the course or a learner uses
-_HEADER_LEN = 3 + 8  # dtype, numel, ndim, up to 8 dimensions
+_HEADER_LEN = 4 + 8  # dtype, numel, ndim, inline?, up to 8 dimensions (int64 each)
+_HEADER_BYTES = 8 * _HEADER_LEN
+_INLINE_BYTES = 1 << 16  # messages up to this size ride in their header message
 _DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
            torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128]
-_pending_headers: list = []  # header sends not yet completed (their buffers must stay alive)
+_pending_sends: list = []  # header sends not yet completed (their buffers must stay alive)
 
 
 def _check_raw_peer(fn: str, name: str, peer, group) -> None:
@@ -203,74 +195,89 @@ def _check_raw_peer(fn: str, name: str, peer, group) -> None:
         _check_peer(fn, name, peer, group)
 
 
-def _describe(dtype_code: int, numel: int, shape: list[int]) -> str:
-    dtype = _DTYPES[dtype_code] if 0 <= dtype_code < len(_DTYPES) else f"dtype #{dtype_code}"
-    return f"shape {list(shape)} {str(dtype).replace('torch.', '')}" if len(shape) <= 8 else f"{numel} elements of {dtype}"
-
-
-def _header_of(tensor: torch.Tensor) -> torch.Tensor:
+def _header_of(tensor: torch.Tensor, inline: bool = False) -> list[int]:
     code = _DTYPES.index(tensor.dtype) if tensor.dtype in _DTYPES else len(_DTYPES) + 1
     shape = list(tensor.shape)[:8]
-    return torch.tensor([code, tensor.numel(), tensor.dim()] + shape + [0] * (8 - len(shape)), dtype=torch.int64)
+    return [code, tensor.numel(), tensor.dim(), int(inline)] + shape + [0] * (8 - len(shape))
 
 
-def _send_header(isend0, tensor, dst, group, tag, group_dst) -> None:
-    _pending_headers[:] = [(w, h) for w, h in _pending_headers if not w.is_completed()]
-    header = _header_of(tensor)
-    work = isend0(header, dst, group, _HEADER_TAG + tag, group_dst=group_dst)
-    if work is not None:
-        _pending_headers.append((work, header))
+def _describe(code: int, numel: int, shape: list[int]) -> str:
+    dtype = str(_DTYPES[code]).replace("torch.", "") if 0 <= code < len(_DTYPES) else "another dtype"
+    return f"shape {list(shape)} {dtype}" if len(shape) <= 8 else f"{numel} elements of {dtype}"
 
 
-def _global(group, src, group_src) -> int | None:
-    if src is not None:
-        return src
-    return group_src if group is None else dist.get_global_rank(group, group_src)
+def _as_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1).view(torch.uint8)
 
 
-def _sender(header_work, group, src, group_src) -> int:
-    if src is not None or group_src is not None:
-        return _global(group, src, group_src)
-    r = header_work._source_rank()
-    return r if group is None else dist.get_global_rank(group, r)
+def _send_with_header(isend0, tensor, dst, group, tag, group_dst):
+    """Send the header (with the data inside when small); return the Work that completes the message."""
+    _pending_sends[:] = [w for w in _pending_sends if not w.is_completed()]
+    nbytes = tensor.numel() * tensor.element_size()
+    inline = nbytes <= _INLINE_BYTES
+    message = torch.empty(_HEADER_BYTES + (nbytes if inline else 0), dtype=torch.uint8)
+    message[:_HEADER_BYTES] = torch.tensor(_header_of(tensor, inline), dtype=torch.int64).view(torch.uint8)
+    if inline:
+        message[_HEADER_BYTES:] = _as_bytes(tensor)
+    header_work = isend0(message, dst, group, _HEADER_TAG + tag, group_dst=group_dst)
+    if inline:
+        return header_work
+    if header_work is not None:
+        _pending_sends.append(header_work)  # keeps it alive until done; the payload follows it
+    return isend0(tensor, dst, group, tag, group_dst=group_dst)
 
 
-def _compare_with_header(header: torch.Tensor, tensor: torch.Tensor, sender: int) -> None:
-    code, numel, ndim, *dims = header.tolist()
-    mine = _header_of(tensor).tolist()
-    if code != mine[0] or numel != mine[1]:
-        raise ValueError(
-            f"rank {dist.get_rank()} receives into {_describe(mine[0], mine[1], list(tensor.shape))} but rank "
-            f"{sender} sent {_describe(code, numel, dims[:ndim])}: the receive buffer must have the sender's "
-            "shape and dtype")
+def _global(group, group_rank: int) -> int:
+    return group_rank if group is None else dist.get_global_rank(group, group_rank)
 
 
 class _CheckedRecv:
-    """A non-blocking receive whose ``wait()`` first compares the sender's header with the buffer."""
+    """A receive that compares the sender's header with its buffer before it takes the data.
 
-    def __init__(self, header_work, header, tensor, payload_work, post_payload=None, sender=None, group=None):
-        self._header_work, self._header, self._tensor, self._group = header_work, header, tensor, group
-        self._payload_work, self._post_payload, self._sender = payload_work, post_payload, sender
+    Small buffers receive the header message (with the data inside) into a buffer of the largest
+    inline size, so that any sender's message fits. A large buffer posts its own receive at once,
+    as without the check, so that a peer's blocking send completes before we wait.
+    """
+
+    def __init__(self, irecv0, tensor, src, group, tag, group_src):
+        self._tensor, self._group, self._irecv0, self._tag = tensor, group, irecv0, tag
+        self.sender = src if src is not None else (None if group_src is None else _global(group, group_src))
+        self._message = torch.empty(_HEADER_BYTES + _INLINE_BYTES, dtype=torch.uint8)
+        self._header_work = irecv0(self._message, src, group, _HEADER_TAG + tag, group_src=group_src)
+        nbytes = tensor.numel() * tensor.element_size()
+        self._payload_work = (irecv0(tensor, self.sender, group, tag)
+                              if nbytes > _INLINE_BYTES and self.sender is not None else None)
+        self._checked = False
 
     def wait(self, timeout=None) -> bool:
-        if self._header is not None:
+        if not self._checked:
             self._header_work.wait()
-            if self._sender is None:
-                self._sender = _sender(self._header_work, self._group, None, None)
-            header, self._header = self._header, None
-            _compare_with_header(header, self._tensor, self._sender)
+            self._checked = True
+            if self.sender is None:  # any source: the header says who
+                self.sender = _global(self._group, self._header_work._source_rank())
+            code, numel, ndim, inline, *dims = self._message[:_HEADER_BYTES].view(torch.int64).tolist()
+            mine = _header_of(self._tensor)
+            if code != mine[0] or numel != mine[1]:
+                raise ValueError(
+                    f"rank {dist.get_rank()} receives into {_describe(mine[0], mine[1], list(self._tensor.shape))} "
+                    f"but rank {self.sender} sent {_describe(code, numel, dims[:ndim])}: the receive buffer must "
+                    "have the sender's shape and dtype")
+            if inline:
+                _as_bytes(self._tensor).copy_(self._message[_HEADER_BYTES:_HEADER_BYTES + _as_bytes(self._tensor).numel()])
+                return True
             if self._payload_work is None:
-                self._payload_work = self._post_payload(self._sender)
+                self._payload_work = self._irecv0(self._tensor, self.sender, self._group, self._tag)
+        if self._payload_work is None:
+            return True
         return self._payload_work.wait() if timeout is None else self._payload_work.wait(timeout)
 
     def is_completed(self) -> bool:
-        return self._header is None and self._payload_work.is_completed()
+        return self._checked and (self._payload_work is None or self._payload_work.is_completed())
 
     def _source_rank(self) -> int:
-        return self._sender if self._sender is not None else _sender(self._header_work, self._group, None, None)
-
-    def __getattr__(self, name):
-        return getattr(self._payload_work, name)
+        if self.sender is None:
+            self.sender = _global(self._group, self._header_work._source_rank())
+        return self.sender if self._group is None else dist.get_group_rank(self._group, self.sender)
 
 
 def _point_to_point(fn: str, tensor: torch.Tensor, role: str, peer: object, group) -> int:

@@ -109,7 +109,7 @@ def where_stuck(stack_dump: str) -> str:
                     and fn not in ("wrapper", "_time_logger", "_exception_logger")), None)
     user = next(((f, int(n), fn) for f, n, fn in frames
                  if "/lib/python3" not in f and "course_lib/launcher" not in f and "course_lib/comm" not in f
-                 and "multiprocessing" not in f), None)
+                 and "multiprocessing" not in f and f != "<string>"), None)
     # The outermost course_lib.comm function is the one the learner called; comm's guard around
     # torch.distributed's own send/recv ("checked") stands for that torch call.
     course = next((fn for f, _, fn in reversed(frames) if "course_lib/comm" in f and fn != "checked"), None)

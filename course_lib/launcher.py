@@ -574,7 +574,7 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
         if 0 <= s < len(procs):
             where = _stacks(procs, run_dir, [s])[s]
             message += f"\n  rank {s}: sent" + (f", called from {where.split(', called from ', 1)[1]}"
-                                                if ", called from " in where else f" ({where})")
+                                                if ", called from " in where else " it (and has moved on)")
     return WorkerError(r, e["exc_type"], message, e["traceback"])
 
 
