@@ -144,13 +144,13 @@ def check_raw_point_to_point(exchange_headers: bool = False) -> None:
     originals = {name: getattr(dist, name) for name in ("send", "recv", "isend", "irecv")}
     isend0, irecv0 = originals["isend"], originals["irecv"]
 
-    def isend(tensor, dst=None, group=None, tag=0, group_dst=None):
+    def checked_isend(tensor, dst=None, group=None, tag=0, group_dst=None):
         _check_raw_peer("isend", "dst", dst, group)
         if not _exchange_headers:
             return isend0(tensor, dst, group, tag, group_dst=group_dst)
         return _send_with_header(isend0, tensor, dst, group, tag, group_dst)
 
-    def send(tensor, dst=None, group=None, tag=0, group_dst=None):
+    def checked_send(tensor, dst=None, group=None, tag=0, group_dst=None):
         _check_raw_peer("send", "dst", dst, group)
         if not _exchange_headers:
             return originals["send"](tensor, dst, group, tag, group_dst=group_dst)
@@ -158,13 +158,13 @@ def check_raw_point_to_point(exchange_headers: bool = False) -> None:
         if work is not None:
             work.wait()
 
-    def irecv(tensor, src=None, group=None, tag=0, group_src=None):
+    def checked_irecv(tensor, src=None, group=None, tag=0, group_src=None):
         _check_raw_peer("irecv", "src", src, group)
         if not _exchange_headers:
             return irecv0(tensor, src, group, tag, group_src=group_src)
         return _CheckedRecv(irecv0, tensor, src, group, tag, group_src)
 
-    def recv(tensor, src=None, group=None, tag=0, group_src=None):
+    def checked_recv(tensor, src=None, group=None, tag=0, group_src=None):
         _check_raw_peer("recv", "src", src, group)
         if not _exchange_headers:
             return originals["recv"](tensor, src, group, tag, group_src=group_src)
@@ -172,7 +172,8 @@ def check_raw_point_to_point(exchange_headers: bool = False) -> None:
         work.wait()
         return work.sender
 
-    for name, checked in (("send", send), ("recv", recv), ("isend", isend), ("irecv", irecv)):
+    for name, checked in (("send", checked_send), ("recv", checked_recv), ("isend", checked_isend),
+                          ("irecv", checked_irecv)):
         functools.update_wrapper(checked, originals[name])
         checked._course_checked = True
         # Both names: P2POp and batch_isend_irecv compare ops with distributed_c10d's own.

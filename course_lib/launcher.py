@@ -24,11 +24,19 @@ What it takes care of, and why each matters in a classroom:
   dtypes: with ``check_collectives=True`` (the default) PyTorch compares every collective's
   fingerprint across ranks before running it (``TORCH_DISTRIBUTED_DEBUG=DETAIL``), and you get a
   :class:`CollectiveMismatchError` at once, naming each rank's call and your line, instead of
-  a deadlock after ``timeout`` seconds. The check costs one extra small exchange per
-  collective, a few milliseconds on a laptop: it matters for many tiny collectives, not for
-  large ones (``./course bench launch`` measures it); benchmarks and timing cells turn it off.
+  a deadlock after ``timeout`` seconds. Ranks blocked in collectives on *different groups* (which
+  PyTorch's check cannot see: each group checks itself) are reported the same way, within about
+  a second. Messages are checked too: each ``send`` carries a small header (shape, dtype) that
+  the receiving rank compares with its buffer, so a buffer of the wrong size or dtype is a
+  ValueError naming both ranks, not a gloo crash or silent garbage (the byte counters of
+  :mod:`course_lib.comm` do not include headers). The check costs a few milliseconds per
+  collective call and little per small message; it is negligible for large tensors
+  (``./course bench launch`` measures it). Benchmarks and timing cells pass
+  ``check_collectives=False``, which sends nothing extra.
 * A crash in C code (e.g. a send to a rank that does not exist): the crashed rank's Python
   stack at the moment of the crash, so you see your line.
+* Misspelt or missing arguments of ``fn`` (``launch(train, 2, stpes=3)``): a TypeError naming
+  them and ``fn``'s parameters, before any rank starts.
 * Interrupting the kernel ends the workers too; a worker whose kernel dies kills itself.
   No process is ever left behind, and the next launch works.
 """
@@ -575,6 +583,11 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
             where = _stacks(procs, run_dir, [s])[s]
             message += f"\n  rank {s}: sent" + (f", called from {where.split(', called from ', 1)[1]}"
                                                 if ", called from " in where else " it (and has moved on)")
+    else:
+        line = user_line(e["traceback"])
+        last = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', e["traceback"])
+        if line and last and not line.startswith(f"{last[-1][2]}() line {last[-1][1]}"):
+            message += f"\n  rank {r}: called from {line}"  # raised inside the course or torch: the learner's line
     return WorkerError(r, e["exc_type"], message, e["traceback"])
 
 
