@@ -408,7 +408,7 @@ def _noted(fn):
         tensor = next((a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)), None)
         ranks = (dist.get_process_group_ranks(group) if group not in (None, dist.GroupMember.WORLD)
                  else list(range(dist.get_world_size())))
-        what = f"shape {list(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}" if tensor is not None else ""
+        what = f"shape {list(tensor.shape)}, {str(tensor.dtype).replace('torch.', '')}" if tensor is not None else ""
         _call_count += 1
         note = f"{_call_count}|{{}}|{fn.__name__}|{ranks}|{describe_group(group)}|{what}"
         os.pwrite(_call_log, note.format("in").encode().ljust(512), 0)

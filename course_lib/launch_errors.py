@@ -112,7 +112,7 @@ def where_stuck(stack_dump: str) -> str:
                  and "multiprocessing" not in f and f != "<string>"), None)
     # The outermost course_lib.comm function is the one the learner called; comm's guard around
     # torch.distributed's own send/recv ("checked_send", ...) stands for that torch call.
-    course = next((fn for f, _, fn in reversed(frames) if "course_lib/comm" in f), None)
+    course = next((fn for f, _, fn in reversed(frames) if "course_lib/comm" in f and fn != "noted"), None)
     parts = []
     if course and course.startswith("checked_"):
         parts.append(f"blocked in torch.distributed.{course[len('checked_'):]}")

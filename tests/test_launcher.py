@@ -305,7 +305,7 @@ def test_collectives_on_different_groups_fail_at_once_naming_each_group():
     assert ("rank 0 called all_reduce on group [0, 1] (new_group #1) while rank 1 called all_reduce on group "
             "[0, 1] (new_group #2): every rank must call each collective on the same group") in msg, msg
     for r in (0, 1):
-        assert (f"rank {r}: all_reduce(shape [3] float32) on group [0, 1] (new_group #{r + 1}), called from "
+        assert (f"rank {r}: all_reduce(shape [3], float32) on group [0, 1] (new_group #{r + 1}), called from "
                 "_different_groups() line") in msg, msg
 
 
