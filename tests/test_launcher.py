@@ -347,13 +347,17 @@ def test_headers_only_with_the_check_and_never_counted():
             x, big = torch.zeros(6), torch.ones(20000)
             comm.recv(x, 0)
             comm.irecv(big, 0).wait()
-        return x.tolist(), big.sum().item(), comm._exchange_headers
+        mine, theirs = torch.full((2,), float(rank)), torch.empty(2)  # both ways at once, in a batch
+        for w in comm.batch_isend_irecv([comm.P2POp(torch.distributed.isend, mine, 1 - rank),
+                                         comm.P2POp(torch.distributed.irecv, theirs, 1 - rank)]):
+            w.wait()
+        return x.tolist(), big.sum().item(), theirs.tolist(), comm._exchange_headers
 
     for check in (True, False):
         out = launch(fn, 2, check_collectives=check)
-        assert out[1] == ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 0.0, check)
-        assert out.comm[0].sent_bytes == out.comm[1].recv_bytes == 24 + 80000
-        assert out.comm[0].sent_messages == out.comm[1].recv_messages == 2
+        assert out[1] == ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 0.0, [0.0, 0.0], check) and out[0][2] == [1.0, 1.0]
+        assert out.comm[0].sent_bytes == out.comm[1].recv_bytes == 24 + 80000 + 8
+        assert out.comm[0].sent_messages == out.comm[1].recv_messages == 3
 
 
 def _send_to(rank, world_size, raw):
