@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import cloudpickle
 import psutil
 import pytest
 import torch
@@ -18,6 +19,9 @@ from course_lib import comm
 from course_lib.launcher import CollectiveMismatchError, DeadlockError, WorkerError, default_threads, launch
 
 PY = sys.executable
+# Send this module's worker functions by value, as a notebook's are: by reference, every rank would
+# import this module, and with it pytest, before it could run.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def worker_pids() -> list[int]:
