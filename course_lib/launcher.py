@@ -401,9 +401,10 @@ def launch(
     ``timeout`` bounds the whole run (seconds). ``threads`` is the intra-op thread count per
     rank (default :func:`default_threads`). ``stream=True`` prints each rank's output as it
     arrives (handy for long runs) instead of in rank order at the end. ``check_collectives``:
-    compare every collective across ranks before running it (default :data:`CHECK_COLLECTIVES`,
-    on; the environment variable ``COURSE_CHECK_COLLECTIVES=0`` turns the default off). Pass
-    ``False`` where you measure speed.
+    compare every collective across ranks before running it, report ranks blocked in collectives
+    on different groups, and check every message's shape and dtype against its receive buffer
+    (default :data:`CHECK_COLLECTIVES`, on; the environment variable ``COURSE_CHECK_COLLECTIVES=0``
+    turns the default off). Pass ``False`` where you measure speed: then nothing extra is sent.
     """
     if not callable(fn):
         raise TypeError(f"launch() needs a function fn(rank, world_size, ...), got {type(fn).__name__}")
