@@ -43,6 +43,10 @@ class AlphaBeta:
         """``n_1/2 = alpha / beta``: below it a message costs mostly latency, above mostly bandwidth."""
         return self.alpha / self.beta
 
+    def __iter__(self):
+        """``alpha, beta = model``: the two plain numbers, e.g. for chapter 1's ``Links``."""
+        return iter((self.alpha, self.beta))
+
     def __str__(self) -> str:
         return (f"alpha = {self.alpha * 1e6:.1f} us, 1/beta = {self.bandwidth_gbs:.2f} GB/s "
                 f"(n_1/2 = {self.half_bandwidth_bytes / 1e3:.0f} kB)")

@@ -459,8 +459,10 @@ def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, asy
     """``output = cat(input of rank 0, ..., input of rank p-1)``: torch 2.13's name for
     ``all_gather_into_tensor``."""
     _check_sizes("all_gather_single", input, output, group, "input", "output")
-    _collective("all_gather_single", _nbytes(input))
-    return dist.all_gather_single(output, input, group=group, async_op=async_op)
+    t0 = _collective("all_gather_single", _nbytes(input))
+    w = dist.all_gather_single(output, input, group=group, async_op=async_op)
+    _record("all_gather_single", _nbytes(input), t0, None if async_op else time.perf_counter())
+    return w
 
 
 @_noted
@@ -468,8 +470,10 @@ def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None
     """The pre-2.13 name of :func:`all_gather_single` (same operation, without torch's
     deprecation warning printed by every rank)."""
     _check_sizes("all_gather_into_tensor", input, output, group, "input", "output")
-    _collective("all_gather_into_tensor", _nbytes(input))
-    return dist.all_gather_single(output, input, group=group, async_op=async_op)
+    t0 = _collective("all_gather_into_tensor", _nbytes(input))
+    w = dist.all_gather_single(output, input, group=group, async_op=async_op)
+    _record("all_gather_into_tensor", _nbytes(input), t0, None if async_op else time.perf_counter())
+    return w
 
 
 @_noted
@@ -505,8 +509,10 @@ def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
     """``output = chunk r of (sum over ranks of input)`` on rank r: torch 2.13's name for
     ``reduce_scatter_tensor``. gloo runs it as a full all-reduce (twice a ring's traffic)."""
     _check_sizes("reduce_scatter_single", output, input, group, "output", "input")
-    _collective("reduce_scatter_single", _nbytes(input))
-    return dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
+    t0 = _collective("reduce_scatter_single", _nbytes(input))
+    w = dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
+    _record("reduce_scatter_single", _nbytes(input), t0, None if async_op else time.perf_counter())
+    return w
 
 
 @_noted
@@ -514,8 +520,10 @@ def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
                           group=None, async_op: bool = False):
     """The pre-2.13 name of :func:`reduce_scatter_single` (same operation, no warning)."""
     _check_sizes("reduce_scatter_tensor", output, input, group, "output", "input")
-    _collective("reduce_scatter_tensor", _nbytes(input))
-    return dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
+    t0 = _collective("reduce_scatter_tensor", _nbytes(input))
+    w = dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
+    _record("reduce_scatter_tensor", _nbytes(input), t0, None if async_op else time.perf_counter())
+    return w
 
 
 @_noted

@@ -24,6 +24,9 @@ compressor             what crosses the wire                        bytes per ra
 :class:`PowerSGD`      P (m x r) and Q (n x r), all-reduced         4r(m + n)
 =====================  ==========================================  ========================
 
+:class:`StackedPowerSGD` runs PowerSGD on a few matrices stacked from many tensors (a narrow
+model's own matrices are too thin for rank r to save much), with momentum correction.
+
 An all-gather's result grows with p: every rank *receives* (p-1) times its input, whereas a
 ring all-reduce receives about 2x its input whatever p (``collectives="ring"`` runs both on
 chapter 3's ring so the point-to-point counters show it).
@@ -426,8 +429,13 @@ class PowerSGD(Compressor):
     def __init__(self, rank: int = 4, error_feedback: bool = True, warm_start: bool = True, seed: int = 0,
                  collectives: str = "gloo") -> None:
         super().__init__(collectives)
-        if not isinstance(rank, int) or rank < 1:
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
             raise ValueError(f"rank must be an int >= 1 (the rank of the approximation), got {rank!r}")
+        for name, flag in (("error_feedback", error_feedback), ("warm_start", warm_start)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int (the same on every rank), got {seed!r}")
         self.rank, self.error_feedback, self.warm_start = rank, error_feedback, warm_start
         self.gen = torch.Generator().manual_seed(seed)  # identical stream on every rank
         self.residual: dict[Hashable, torch.Tensor] = {}
@@ -448,17 +456,24 @@ class PowerSGD(Compressor):
         M = torch.cat([flat, flat.new_zeros(m * n - flat.numel())]).view(m, n)
         if self.error_feedback and key in self.residual:
             M = M + self.residual[key]
-        Q = self.q.get(key) if self.warm_start else None
-        if Q is None:
-            Q = torch.randn(n, self.rank, generator=self.gen)
-        P = self._all_reduce_sum(M @ Q) / world
-        P = torch.linalg.qr(P).Q  # orthonormal columns, identical on every rank
-        Q = self._all_reduce_sum(M.T @ P) / world
+        P, Q = self._power_step(M, key)
         approx = P @ Q.T
         if self.error_feedback:
             self.residual[key] = M - approx
-        self.q[key] = Q
         return approx.reshape(-1)[:g.numel()].view_as(g).to(g.dtype)
+
+    def _power_step(self, M: torch.Tensor, key: Hashable) -> tuple[torch.Tensor, torch.Tensor]:
+        """One power-iteration step on the ranks' mean of ``M``: ``P`` (orthonormal) and ``Q``,
+        identical on every rank; two all-reduces, ``Q`` kept for the warm start."""
+        world = comm.get_world_size()
+        Q = self.q.get(key) if self.warm_start else None
+        if Q is None:
+            Q = torch.randn(M.shape[1], self.rank, generator=self.gen)
+        P = self._all_reduce_sum(M @ Q) / world
+        P = torch.linalg.qr(P).Q  # orthonormal columns, identical on every rank
+        Q = self._all_reduce_sum(M.T @ P) / world
+        self.q[key] = Q
+        return P, Q
 
     def plan(self, shape):
         shape = tuple(shape)
@@ -466,6 +481,110 @@ class PowerSGD(Compressor):
             return [Message("all_reduce", math.prod(shape), 4)]
         m, n = matrix_shape(shape)
         return [Message("all_reduce", m * self.rank, 4), Message("all_reduce", n * self.rank, 4)]
+
+
+class StackedPowerSGD(PowerSGD):
+    """PowerSGD on a few large matrices *stacked* from a whole bucket of gradients, with Deep
+    Gradient Compression's momentum correction (Vogels et al. 2019; Lin et al. 2018, sec. 3.2).
+
+    Rank r costs ``4 r (m + n)`` bytes for an ``m x n`` matrix, so a narrow model's own
+    matrices (a side of 64) can never send less than ``r / 64`` of their bytes. ``stacks``
+    lists index matrices into the flat bucket ``g`` (-1: a zero pad; every element once); each
+    gathers ``M_i = g[I_i]``, and tensors that share a factor share rows: a GPT's
+    :func:`gpt_stacks` puts every layer's matrices side by side on the rows of the residual
+    stream. Per step, with the velocity ``u`` and residual ``e`` of this rank:
+
+        u <- m u + g;   x = e + u;   M_i = x[I_i]  ->  P_i, Q_i (PowerSGD, warm start)
+        sent = scatter(P_i Q_i^T);   e <- x - sent;   u[I_i] <- (1 - P_i P_i^T) u[I_i]
+
+    The last line is the low-rank form of DGC's momentum factor masking (the course's
+    adaptation: DGC clears ``u`` where a coordinate was sent, here along the subspace sent).
+    ``momentum`` 0: plain error-feedback PowerSGD on the stacks. With ``momentum`` > 0 the
+    optimizer steps with plain SGD. Bytes per rank: ``sum_i 4 r (m_i + n_i)``.
+    """
+
+    def __init__(self, stacks: list[torch.Tensor] | None = None, rank: int = 4, momentum: float = 0.0,
+                 seed: int = 0, collectives: str = "gloo") -> None:
+        super().__init__(rank, error_feedback=True, warm_start=True, seed=seed, collectives=collectives)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1) (0: no momentum correction), got {momentum!r}")
+        self.momentum = momentum
+        self.stacks = stacks
+        self.velocity: dict[Hashable, torch.Tensor] = {}
+        self.name = f"powersgd r={rank} stacked"
+
+    def _numel(self) -> int:
+        if self.stacks is None:
+            raise ValueError(f"{self.name}: no stacks; pass stacks= (e.g. gpt_stacks(model))")
+        return sum(int((I >= 0).sum()) for I in self.stacks)
+
+    def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
+        self._check(g)
+        n = self._numel()
+        if g.numel() != n:
+            raise ValueError(f"{self.name}: the stacks cover {n} elements but the bucket has {g.numel()}; "
+                             "send the whole model in one bucket (BucketedDDP's default cap)")
+        g = g.detach().reshape(-1).float()
+        if self.momentum:
+            u = self.momentum * self.velocity.get(key, 0) + g
+            x = self.residual.get(key, 0) + u
+        else:
+            x = self.residual.get(key, 0) + g
+        padded = torch.cat([x, x.new_zeros(1)])  # index -1 reads this zero
+        sent = torch.zeros(n)
+        for i, I in enumerate(self.stacks):
+            real = I >= 0
+            P, Q = self._power_step(padded[I], (key, i))
+            sent[I[real]] = (P @ Q.T)[real]
+            if self.momentum:
+                U = torch.cat([u, u.new_zeros(1)])[I]
+                u[I[real]] = (U - P @ (P.T @ U))[real]
+        self.residual[key] = x - sent
+        if self.momentum:
+            self.velocity[key] = u
+        return sent
+
+    def plan(self, shape):
+        if math.prod(shape) != self._numel():
+            raise ValueError(f"{self.name}: the stacks cover {self._numel()} elements, not {math.prod(shape)}")
+        return [Message("all_reduce", size * self.rank, 4) for I in self.stacks for size in I.shape]
+
+
+def gpt_stacks(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The two matrices :class:`StackedPowerSGD` forms from a :class:`~course_lib.model.GPT`'s
+    flat gradient bucket (:class:`~course_lib.ddp.BucketedDDP`'s order: reversed parameters).
+
+    1. One row block per layer, ``(n_embd + 1)`` rows: row ``i`` < n_embd is residual feature
+       ``i``: the columns of q, k, v, up (their ``W^T``: they *read* the residual stream), the
+       rows of out and down (they *write* it), out's and down's bias and the two LayerNorms'
+       weight and bias; the last row holds q, k, v and up's biases (the bias is the weight of a
+       constant input). Layers are stacked on the rows: ``L (C + 1) x (3C + 4C + C + 4C + 6)``.
+    2. ``tok_emb``, ``pos_emb`` and ``ln_f`` as rows of width ``n_embd``.
+    """
+    named = list(model.named_parameters())[::-1]
+    where, offset = {}, 0
+    for name, p in named:
+        where[name] = torch.arange(offset, offset + p.numel()).view(p.shape)
+        offset += p.numel()
+    blocks = []
+    for layer in range(model.config.n_layer):
+        b = f"blocks.{layer}."
+        readers = [b + f"attn.{x}_proj" for x in "qkv"] + [b + "mlp.up_proj"]
+        writers = [b + "attn.out_proj", b + "mlp.down_proj"]
+        rows = torch.cat([where[r + ".weight"].T for r in readers] + [where[w + ".weight"] for w in writers]
+                         + [where[w + ".bias"][:, None] for w in writers]
+                         + [where[b + f"ln_{j}.{t}"][:, None] for j in (1, 2) for t in ("weight", "bias")], 1)
+        biases = torch.cat([where[r + ".bias"] for r in readers])
+        biases = torch.cat([biases, biases.new_full((rows.shape[1] - biases.numel(),), -1)])
+        blocks.append(torch.cat([rows, biases[None]]))
+    head = torch.cat([where["tok_emb.weight"], where["pos_emb.weight"],
+                      where["ln_f.weight"][None], where["ln_f.bias"][None]])
+    stacks = [torch.cat(blocks), head]
+    covered = torch.cat([I[I >= 0] for I in stacks]).sort().values
+    if not torch.equal(covered, torch.arange(offset)):
+        raise ValueError("gpt_stacks expects the course GPT with bias=True and tied embeddings "
+                         "(every parameter placed once)")
+    return stacks
 
 
 # =============================================================================== time model

@@ -242,15 +242,18 @@ def run_ps(rank: int, world_size: int, problem: Problem, steps: int, lr: float, 
     bounds = shard_bounds(w0.numel(), n_servers)
     if rank < n_servers:
         if mode == "sync":
-            out = _sync_server(rank, problem, w0, bounds, n_servers, n_workers, steps, lr, optimizer, eval_every)
+            out = _sync_server(rank, problem, w0, bounds, n_servers=n_servers, n_workers=n_workers, steps=steps, lr=lr,
+                               optimizer=optimizer, eval_every=eval_every)
         else:
-            out = _async_server(problem, w0, n_workers, steps, lr, optimizer, s, eval_every, push_hook)
+            out = _async_server(problem, w0, n_workers=n_workers, steps=steps, lr=lr, optimizer=optimizer, s=s,
+                                eval_every=eval_every, push_hook=push_hook)
     else:
         k = rank - n_servers
         if mode == "sync":
-            out = _sync_worker(k, problem, w0, bounds, n_servers, n_workers, steps, delays[k])
+            out = _sync_worker(k, problem, w0, bounds, n_servers=n_servers, n_workers=n_workers, steps=steps,
+                               delay=delays[k])
         else:
-            out = _async_worker(k, problem, w0, n_workers, steps, delays[k])
+            out = _async_worker(k, problem, w0, n_workers=n_workers, steps=steps, delay=delays[k])
     st = comm.get_stats()
     out["stats"] = dict(sent=st.sent_bytes, recv=st.recv_bytes, collective=sum(st.collective_bytes.values()))
     return out

@@ -9,7 +9,8 @@ Everything is deterministic given the seeds: the model from ``torch.manual_seed`
 before :class:`~course_lib.model.GPT` is built, the batches from the ``seed`` passed to
 :func:`train` (a private ``torch.Generator``, so nothing else can disturb the stream).
 
-Run ``python -m course_lib.train`` to train the reference model and print a sample.
+``./course bench train`` (:mod:`course_lib.bench.train`) trains the reference model, times it to the
+target loss and prints a sample.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from course_lib.configs import reference_config
 from course_lib.data import CharTokenizer, TextDataset, get_batch, load_dataset
-from course_lib.model import GPT, GPTConfig
+from course_lib.model import GPT
 from course_lib.progress import progress as progress_bar
 
 # The reference run's settings. ``./course bench train`` measures it against the targets below.
@@ -202,12 +203,3 @@ def sample(model: GPT, tokenizer: CharTokenizer, prompt: str = "One sunny day,",
     out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)
     return tokenizer.decode(out[0])
 
-
-def main() -> None:
-    model, data = build_reference(seed=0)
-    train(model, data)
-    print(sample(model, data.tokenizer))
-
-
-if __name__ == "__main__":
-    main()

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from course_lib import comm
+from course_lib.collectives import chunk_bounds
 from course_lib.ddp import broadcast_parameters
 from course_lib.model import GPT
 
@@ -69,12 +70,13 @@ def adamw_update_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor
 
 
 def shard_range(padded: int, rank: int, world_size: int) -> tuple[int, int]:
-    """``[start, end)`` of rank ``rank``'s shard of a flat buffer of ``padded`` elements."""
+    """``[start, end)`` of rank ``rank``'s shard of a flat buffer of ``padded`` elements: chapter 3's
+    chunk ``rank`` (:func:`course_lib.collectives.chunk_bounds`), all chunks of one size."""
     if padded % world_size:
         raise ValueError(f"a flat buffer of {padded} elements does not split into {world_size} equal shards: "
                          f"pad it to a multiple of world_size ({math.ceil(padded / world_size) * world_size})")
-    s = padded // world_size
-    return rank * s, (rank + 1) * s
+    bounds = chunk_bounds(padded, world_size)
+    return bounds[rank], bounds[rank + 1]
 
 
 # ----------------------------------------------------------------------------- flat units
@@ -148,6 +150,16 @@ def gpt_units(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
     return [("all", list(model.parameters()))]
 
 
+def storage_bytes(tensors: list[torch.Tensor]) -> int:
+    """Sum of the distinct storages' sizes behind ``tensors`` (views of one buffer count once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        s = t.untyped_storage()
+        if s.nbytes() > 0:
+            seen[s.data_ptr()] = s.nbytes()
+    return sum(seen.values())
+
+
 # ----------------------------------------------------------------------------- stage 0: the baseline
 class ZeRO0(nn.Module):
     """Stage 0: plain data parallelism on flat units, every rank running the whole AdamW.
@@ -193,8 +205,8 @@ class ZeRO0(nn.Module):
         """AdamW on ``param`` (the unit's whole buffer or my shard of it); its state has the same size."""
         if unit.exp_avg is None:
             unit.exp_avg, unit.exp_avg_sq = torch.zeros_like(param), torch.zeros_like(param)
-        adamw_update_(param, grad, unit.exp_avg, unit.exp_avg_sq, self.t, self.lr, self.betas, self.eps,
-                      self.weight_decay)
+        adamw_update_(param, grad, unit.exp_avg, unit.exp_avg_sq, step=self.t, lr=self.lr, betas=self.betas,
+                      eps=self.eps, weight_decay=self.weight_decay)
 
     def zero_grad(self) -> None:
         for unit in self.units:
@@ -387,17 +399,7 @@ def ZeRO(model: nn.Module, stage: int, lr: float = 2e-3, betas: tuple[float, flo
     return (ZeRO0, ZeRO1, ZeRO2, ZeRO3)[stage](model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
-# ----------------------------------------------------------------------------- measurements
-def storage_bytes(tensors: list[torch.Tensor]) -> int:
-    """Sum of the distinct storages' sizes behind ``tensors`` (views of one buffer count once)."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        s = t.untyped_storage()
-        if s.nbytes() > 0:
-            seen[s.data_ptr()] = s.nbytes()
-    return sum(seen.values())
-
-
+# ----------------------------------------------------------------------------- the paper's formula
 def formula_bytes(psi: int, world_size: int, stage: int, param_bytes: int = 4, grad_bytes: int = 4,
                   k: int = 8) -> dict[str, float]:
     """Model-state bytes per rank predicted by the ZeRO paper (sec. 5, Fig. 1):
@@ -410,12 +412,3 @@ def formula_bytes(psi: int, world_size: int, stage: int, param_bytes: int = 4, g
     return {"params": param_bytes * psi / (p if stage >= 3 else 1),
             "grads": grad_bytes * psi / (p if stage >= 2 else 1),
             "optimizer": k * psi / (p if stage >= 1 else 1)}
-
-
-def volume_in_psi(stats: comm.CommStats, psi: int, world_size: int, steps: int = 1, elem_bytes: int = 4) -> float:
-    """Per-step communication volume in units of Psi, the paper's convention (sec. 7): an
-    all-reduce of N elements counts 2N (its reduce-scatter + all-gather halves), a
-    reduce-scatter N (its input), an all-gather N (its output = p x its input)."""
-    b = stats.collective_bytes
-    total = (2 * b["all_reduce"] + b["reduce_scatter_tensor"] + world_size * b["all_gather_into_tensor"])
-    return total / elem_bytes / psi / steps

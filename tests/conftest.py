@@ -1,4 +1,6 @@
 """Fixtures shared by several test files."""
+import pathlib
+
 import pytest
 import torch
 
@@ -19,8 +21,6 @@ _SESSION_START = __import__("time").time()
 
 def pytest_terminal_summary(terminalreporter):
     """Name the browser test's screenshots (written during this run) at the end of the output."""
-    import pathlib
-
     shots = pathlib.Path(__file__).resolve().parents[1] / "build" / "browser"
     new = sorted(p for p in shots.glob("*.png") if p.stat().st_mtime >= _SESSION_START)
     if new:

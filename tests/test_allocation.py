@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import OptimizeResult
 
 from course_lib.allocation import (
     OBJECTIVES, Device, InfeasibleError, Links, Module, Problem, chain_dp, comm_time, cost,
@@ -15,6 +16,7 @@ from course_lib.allocation import (
     milp_assign, pipeline_time, q_learning, random_problem, seed_example, time_per_microbatch,
 )
 from course_lib.allocation.generate import KINDS, stress_problem
+from course_lib.allocation import milp as milp_module
 from course_lib.allocation.cost import flow_shop
 from course_lib.allocation.milp import _improve
 from course_lib.bench.allocation import main as bench_main
@@ -110,8 +112,6 @@ def test_milp_without_a_bound_yet_reports_zero_not_a_crash():
 def test_milp_solver_failure_is_not_infeasibility(monkeypatch, status, message):
     # What HiGHS answers on extreme scales, replayed: the known placement comes back with
     # optimal=False and HiGHS's message, never InfeasibleError, a crash or a bound of None.
-    from scipy.optimize import OptimizeResult
-    import course_lib.allocation.milp as milp_module
     answer = OptimizeResult(status=status, message=message, x=None, fun=None, mip_dual_bound=None)
     monkeypatch.setattr(milp_module, "_highs", lambda *args, **kwargs: answer)
     p = random_problem(6, 3, seed=2)

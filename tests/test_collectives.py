@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from course_lib import collectives as C
+from course_lib import comm
 from course_lib.alpha_beta import AlphaBeta, fit_alpha_beta, predict
 from course_lib.launcher import WorkerError, launch
 
@@ -23,8 +24,6 @@ def _input(j: int, n: int, kind: str) -> torch.Tensor:
 
 def _all_algorithms(rank: int, p: int, sizes: list[int], kind: str, piece_bytes: int) -> dict:
     """Run every algorithm on every size; return what each rank got and the bytes it sent."""
-    from course_lib import comm
-
     out = {}
     for n in sizes:
         total = torch.stack([_input(j, n, kind) for j in range(p)]).sum(0)
@@ -57,7 +56,7 @@ def test_every_algorithm_sums_exactly_on_integer_values(p):
     # numel < p, uneven chunks, several pieces per chunk, then smaller again (the ring reuses
     # its larger receive buffers from the previous calls)
     sizes = [1, p - 1 or 1, 7, 40, 1001, 9]
-    res = launch(_all_algorithms, p, sizes, "int", 64)
+    res = launch(_all_algorithms, p, sizes=sizes, kind="int", piece_bytes=64)
     for rank, out in enumerate(res):
         for (name, n), (got, want, _) in out.items():
             assert torch.equal(got, want), f"{name}, p={p}, n={n}, rank {rank}: {got[:5]} != {want[:5]}"
@@ -71,7 +70,7 @@ def test_every_algorithm_sums_exactly_on_integer_values(p):
 
 def test_random_floats_within_tolerance_and_ring_bytes_exact():
     p, sizes = 4, [6, 1000]  # 6 % 4 != 0: uneven chunks; 1000 floats64 in 128-byte pieces
-    res = launch(_all_algorithms, p, sizes, "float", 128)
+    res = launch(_all_algorithms, p, sizes=sizes, kind="float", piece_bytes=128)
     for rank, out in enumerate(res):
         for (name, n), (got, want, sent) in out.items():
             # float64 sums of p O(1) terms in a different order: rounding of a few ulps
@@ -90,8 +89,6 @@ def test_random_floats_within_tolerance_and_ring_bytes_exact():
 
 
 def _rabenseifner_bytes(rank: int, p: int, n: int) -> int:
-    from course_lib import comm
-
     x = _input(rank, n, "int")
     comm.reset_stats()
     C.rabenseifner_all_reduce(x, piece_bytes=256)
@@ -102,7 +99,7 @@ def _rabenseifner_bytes(rank: int, p: int, n: int) -> int:
 @pytest.mark.parametrize("p", [6, 8])
 def test_rabenseifner_bytes(p):
     n = 840  # divisible by 2..8
-    sent = launch(_rabenseifner_bytes, p, n)
+    sent = launch(_rabenseifner_bytes, p, n=n)
     assert sent == [C.rabenseifner_bytes_sent(n, p, r, 4) for r in range(p)]
     if p == 8:  # a power of two: the ring's bytes, 2 (p-1)/p n, from every rank
         assert sent == [2 * 7 * n * 4 // 8] * 8
@@ -130,8 +127,6 @@ def test_ring_bytes_formula_uneven():
 
 
 def _avg_and_group(rank: int, p: int) -> dict:
-    from course_lib import comm
-
     x = torch.full((5,), float(rank + 1))
     C.ring_all_reduce(x, op="avg")
     y = torch.full((3,), float(rank + 1))
@@ -183,7 +178,7 @@ def _bad(rank: int, p: int, case: str):
 ])
 def test_bad_input_says_what_to_do(case, exc, msg):
     with pytest.raises(WorkerError) as e:
-        launch(_bad, 2, case)
+        launch(_bad, 2, case=case)
     assert e.value.exc_type == exc and msg in str(e.value)
 
 
@@ -245,4 +240,4 @@ def _default_pieces(rank: int, p: int, n: int) -> bool:
 
 
 def test_default_pieces_split_a_chunk():
-    assert all(launch(_default_pieces, 2, 100_003))
+    assert all(launch(_default_pieces, 2, n=100_003))

@@ -81,13 +81,22 @@ def test_ring_counters_show_all_gather_traffic_growing_with_ranks():
 
 
 # ----------------------------------------------------------------------------- values
+# Two stacks over the N-element vector: a 20 x 30 matrix, and the last 400 elements + 20 pads as 28 x 15.
+STACKS = [torch.arange(600).view(20, 30), torch.cat([torch.arange(600, N), torch.full((20,), -1)]).view(28, 15)]
+
+
 def _values_worker(rank: int, world_size: int, steps: int) -> dict:
-    cs = {**_compressors("gloo"), "top-k dgc": C.TopK(0.1, momentum=0.9)}
+    cs = {**_compressors("gloo"), "top-k dgc": C.TopK(0.1, momentum=0.9),
+          "stacked": C.StackedPowerSGD(STACKS, rank=2, momentum=0.9)}
     out: dict = {name: [] for name in cs}
+    out["stacked bytes"] = []
     for t in range(steps):
         for name, c in cs.items():
             shape = SHAPES["matrix"] if name == "powersgd" else SHAPES["vector"]
+            comm.reset_stats()
             out[name].append(c.reduce(_grads(world_size, shape, t)[rank]))
+            if name == "stacked":
+                out["stacked bytes"].append(sum(comm.get_stats().collective_bytes.values()))
     return out
 
 
@@ -96,7 +105,7 @@ def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
     shape = SHAPES["matrix"] if name == "powersgd" else SHAPES["vector"]
     res, e, u = [], [torch.zeros(shape) for _ in range(p)], [torch.zeros(shape) for _ in range(p)]
     gen = torch.Generator().manual_seed(0)
-    q = None
+    q = qs = None
     for t in range(steps):
         g = _grads(p, shape, t)
         if name == "fp32":
@@ -150,6 +159,26 @@ def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
             for r in range(p):
                 e[r] = M[r] - P @ q.T
             res.append(P @ q.T)
+        elif name == "stacked":  # PowerSGD per stack on e + u; u loses the subspace sent
+            if qs is None:
+                qs = [torch.randn(I.shape[1], 2, generator=gen) for I in STACKS]
+            x = []
+            for r in range(p):
+                u[r] = 0.9 * u[r] + g[r]
+                x.append(torch.cat([e[r] + u[r], torch.zeros(1)]))
+            sent = torch.zeros(N + 1)
+            for i, I in enumerate(STACKS):
+                M = [torch.where(I >= 0, x[r][I], 0.0) for r in range(p)]
+                P = torch.linalg.qr(sum(m @ qs[i] for m in M) / p).Q
+                qs[i] = sum(m.T @ P for m in M) / p
+                sent[I] = P @ qs[i].T
+                for r in range(p):
+                    U = torch.cat([u[r], torch.zeros(1)])[I]
+                    keep = I >= 0
+                    u[r][I[keep]] = (U - P @ (P.T @ U))[keep]
+            for r in range(p):
+                e[r] = x[r][:N] - sent[:N]
+            res.append(sent[:N])
     return res
 
 
@@ -157,7 +186,9 @@ def _reference(name: str, p: int, steps: int) -> list[torch.Tensor]:
 def test_results_equal_the_single_process_computation(p):
     steps = 3
     res = launch(_values_worker, p, steps=steps)
-    for name in ("fp32", "sign", "ef-sign", "top-k", "top-k dgc", "random-k", "powersgd"):
+    assert res[0]["stacked bytes"] == [4 * 2 * (20 + 30 + 28 + 15)] * steps  # sum over stacks of 4r(m + n)
+    assert C.StackedPowerSGD(STACKS, rank=2).payload_bytes((N,)) == 4 * 2 * (20 + 30 + 28 + 15)
+    for name in ("fp32", "sign", "ef-sign", "top-k", "top-k dgc", "random-k", "powersgd", "stacked"):
         want = _reference(name, p, steps)
         for rank in range(p):
             for t in range(steps):
@@ -238,8 +269,18 @@ def test_bad_arguments_say_what_to_do():
         C.AllReduce("nccl")
     with pytest.raises(ValueError, match="rank must be an int"):
         C.PowerSGD(0)
+    with pytest.raises(ValueError, match="rank must be an int"):
+        C.PowerSGD(True)
+    with pytest.raises(TypeError, match="error_feedback must be True or False"):
+        C.PowerSGD(error_feedback="no")
+    with pytest.raises(TypeError, match="seed must be an int"):
+        C.PowerSGD(seed=2.5)
     with pytest.raises(TypeError, match="floating-point"):
         C.AllReduce().reduce(torch.ones(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="no stacks; pass stacks="):
+        C.StackedPowerSGD().payload_bytes((10,))
+    with pytest.raises(ValueError, match="stacks cover 1000 elements"):
+        C.StackedPowerSGD(STACKS).payload_bytes((10,))
 
 
 # ----------------------------------------------------------------------------- inside DDP
@@ -252,20 +293,32 @@ def _ddp_worker(rank: int, world_size: int, impl: str, method: str, per_tensor: 
                             per_tensor=per_tensor, eval_iters=0, **kw)
 
 
+def _ddp_runs(rank: int, world_size: int, runs: list[dict]) -> list[dict]:
+    """Several :func:`_ddp_worker` runs inside one launch (one start-up)."""
+    return [_ddp_worker(rank, world_size, **kw) for kw in runs]
+
+
 def test_course_ddp_with_compressor_fp32_equals_plain_ddp_and_counts_bytes():
     from course_lib.runs.data_parallel import train_data_parallel
     from course_lib.data import load_dataset
 
     cfg = toy_config(load_dataset().vocab_size)
     plain = launch(train_data_parallel, 2, config=cfg, steps=3, batch_size=8)
-    fp32 = launch(_ddp_worker, 2, impl="course", method="fp32")
-    topk = launch(_ddp_worker, 2, impl="course", method="top-k 1% +EF", warmup_steps=1)
+    runs = launch(_ddp_runs, 2, runs=[dict(impl="course", method="fp32"),
+                                      dict(impl="course", method="top-k 1% +EF", warmup_steps=1),
+                                      dict(impl="course", method="powersgd r=4 stacked", warmup_steps=1,
+                                           optimizer="sgd", lr=0.1, momentum=0.9, momentum_correction=True)])
+    fp32, topk, stacked = ([r[i] for r in runs] for i in range(3))
     torch.testing.assert_close(fp32[0]["params"], plain[0]["params"], atol=1e-6, rtol=1e-5)
     n = sum(p.numel() for p in GPT(cfg).parameters())
     assert fp32[0]["bytes_per_step"] == 4 * n
     # one bucket, the whole model: 1 dense warm-up step of 4n bytes, then 2 steps of 8k bytes
     assert topk[0]["bytes_per_step"] == (4 * n + 2 * 8 * max(1, int(0.01 * n))) / 3
-    assert torch.equal(topk[0]["params"], topk[1]["params"])  # replicas stay identical
+    # stacked PowerSGD: 2 steps of 4r(m + n) per stack (gpt_stacks' two matrices)
+    stacks = C.gpt_stacks(GPT(cfg))
+    assert stacked[0]["bytes_per_step"] == (4 * n + 2 * sum(4 * 4 * sum(I.shape) for I in stacks)) / 3
+    for res in (topk, stacked):
+        assert torch.equal(res[0]["params"], res[1]["params"])  # replicas stay identical
 
 
 def test_torch_ddp_comm_hook_uses_the_compressors():

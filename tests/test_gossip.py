@@ -10,9 +10,10 @@ import torch
 from course_lib import comm
 from course_lib.gossip import (check_mixing_matrix, complete_mixing_matrix, consensus_distance,
                                expected_bytes_per_step, gossip_mix, ring_all_reduce_mean, ring_mixing_matrix,
-                               ring_spectral_gap, spectral_gap, train_decentralized)
+                               ring_spectral_gap, spectral_gap)
 from course_lib.launcher import launch
 from course_lib.parameter_server import LeastSquares
+from course_lib.runs.gossip import train_decentralized
 
 
 def _mix_worker(rank, world_size, how):
@@ -33,21 +34,21 @@ def _mix_worker(rank, world_size, how):
 
 @pytest.mark.parametrize("p", [2, 4])
 def test_complete_graph_gossip_equals_all_reduce_average(p):
-    ref = launch(_mix_worker, p, "all_reduce")
-    for how in ("complete", "ring_all_reduce"):
-        out = launch(_mix_worker, p, how)
+    ref = launch(_mix_worker, p, how="all_reduce")
+    runs = {how: launch(_mix_worker, p, how=how) for how in ("complete", "ring_all_reduce")}
+    for out in runs.values():
         for r in range(p):
             torch.testing.assert_close(out[r][0], ref[r][0])
     nbytes = 12 * 4
-    out = launch(_mix_worker, p, "complete")
+    out = runs["complete"]
     assert all(o[1] == o[2] == (p - 1) * nbytes for o in out)
-    out = launch(_mix_worker, p, "ring_all_reduce")
+    out = runs["ring_all_reduce"]
     assert all(o[1] == o[2] == expected_bytes_per_step(p, 12, "ring_all_reduce") for o in out)
 
 
 def test_ring_gossip_values_and_bytes():
     p = 5
-    out = launch(_mix_worker, p, "ring")
+    out = launch(_mix_worker, p, how="ring")
     xs = [torch.arange(12.0) * (r + 1) + r for r in range(p)]
     for r in range(p):
         torch.testing.assert_close(out[r][0], (xs[r - 1] + xs[r] + xs[(r + 1) % p]) / 3)

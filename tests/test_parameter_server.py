@@ -56,7 +56,7 @@ def test_sync_ps_matches_reference_and_byte_formula(n_servers, n_workers, optimi
 def test_server_bytes_grow_linearly_with_workers():
     per_step = []
     for W in (1, 2, 4):
-        res = launch(run_ps, 1 + W, LeastSquares(dim=32), 2, 0.05, "sync")
+        res = launch(run_ps, 1 + W, problem=LeastSquares(dim=32), steps=2, lr=0.05, mode="sync")
         per_step.append(res[0]["stats"]["recv"] / 2)
     assert per_step == [W * 4 * 32 for W in (1, 2, 4)]
 
@@ -64,7 +64,8 @@ def test_server_bytes_grow_linearly_with_workers():
 @pytest.mark.parametrize("s", [0, 1, 3])
 def test_ssp_respects_staleness_bound(s):
     W, steps = 3, 10
-    res = launch(run_ps, 1 + W, LeastSquares(), steps, 0.05, "ssp", s, 1, "sgd", [0.0, 0.0, 0.004])
+    res = launch(run_ps, 1 + W, problem=LeastSquares(), steps=steps, lr=0.05, mode="ssp", s=s,
+                 delays=[0.0, 0.0, 0.004])
     book = res[0]["book"]
     assert len(book.staleness) == W * steps and book.clock == [steps] * W
     assert max(book.staleness) <= staleness_bound(W, s)
@@ -75,7 +76,8 @@ def test_ssp_respects_staleness_bound(s):
 
 def test_async_records_staleness_and_converges():
     W, steps = 3, 15
-    res = launch(run_ps, 1 + W, LeastSquares(), steps, 0.05, "async", None, 1, "sgd", [0.0, 0.0, 0.005])
+    res = launch(run_ps, 1 + W, problem=LeastSquares(), steps=steps, lr=0.05, mode="async",
+                 delays=[0.0, 0.0, 0.005])
     book = res[0]["book"]
     assert len(book.staleness) == W * steps and min(book.staleness) >= 0
     assert max(book.staleness) >= 2  # the slow worker's gradients are computed on old versions
@@ -94,14 +96,14 @@ def test_bad_input():
     with pytest.raises(ValueError, match="staleness bound s must be"):
         SSPBook(2, s=-1)
     with pytest.raises(ValueError, match="at least one worker"):
-        run_ps(0, 1, LeastSquares(), 1, 0.1)
+        run_ps(0, 1, problem=LeastSquares(), steps=1, lr=0.1)
     with pytest.raises(ValueError, match="needs the staleness bound"):
-        run_ps(0, 3, LeastSquares(), 1, 0.1, "ssp")
+        run_ps(0, 3, problem=LeastSquares(), steps=1, lr=0.1, mode="ssp")
     with pytest.raises(ValueError, match="one server"):
-        run_ps(0, 4, LeastSquares(), 1, 0.1, "async", None, 2)
+        run_ps(0, 4, problem=LeastSquares(), steps=1, lr=0.1, mode="async", n_servers=2)
     with pytest.raises(ValueError, match="mode must be"):
-        run_ps(0, 3, LeastSquares(), 1, 0.1, "hogwild")
+        run_ps(0, 3, problem=LeastSquares(), steps=1, lr=0.1, mode="hogwild")
     with pytest.raises(ValueError, match="n_servers"):
         shard_bounds(3, 5)
     with pytest.raises(WorkerError, match="divisible by the 5 workers"):
-        launch(run_ps, 6, LeastSquares(batch=24), 1, 0.1)
+        launch(run_ps, 6, problem=LeastSquares(batch=24), steps=1, lr=0.1)

@@ -9,11 +9,13 @@ import torch
 
 from course_lib.launcher import launch
 from course_lib.model import GPTConfig
-from course_lib.pipeline_parallel import replay_cpu_costs, split_balanced, split_uniform, stage_times
+from course_lib.pipeline_parallel import split_balanced, split_uniform, stage_times
 from course_lib.pipeline_schedules import (Action, Schedule, ScheduleDeadlock, bubble_formula, gpipe,
                                            in_flight_formula, interleaved_1f1b, make_schedule,
                                            one_f_one_b, simulate, unit_cost, validate)
-from course_lib.runs.pipeline_parallel import torch_pipeline_losses, train_pipelines, train_reference
+from course_lib.runs.pipeline_parallel import (build_model, make_batches, profile_stages, replay_cpu_costs,
+                                               stage_cost_model, torch_pipeline_losses, train_pipelines,
+                                               train_reference)
 
 CFG2 = GPTConfig(vocab_size=16, block_size=8, n_layer=4, n_head=2, n_embd=16)   # p=2: up to 4 stages
 CFG4 = GPTConfig(vocab_size=16, block_size=8, n_layer=8, n_head=2, n_embd=16)   # p=4: up to 8 stages
@@ -136,8 +138,6 @@ def test_same_loss_and_gradients_as_torch_pipelining():
 
 
 def test_stage_profile_feeds_the_simulator():
-    from course_lib.pipeline_parallel import profile_stages, stage_cost_model
-    from course_lib.runs.pipeline_parallel import build_model, make_batches
     x, y = make_batches(CFG2, 8, 1)[0]
     costs = profile_stages(build_model(CFG2), split_uniform(CFG2.n_layer, 2), x, y, m=4, repeats=2)
     assert len(costs) == 2 and all(f > 0 and b > 0 for f, b in costs)

@@ -51,7 +51,7 @@ def test_data_parallel_grad_equals_full_batch_on_gpt(world_size):
     torch.manual_seed(0)
     x, y = step_batch(data.train, 16, cfg.block_size, 0, 0)
     _, full = batch_grad(GPT(cfg), x, y)
-    grads = launch(dp_gradient_worker, world_size, cfg, 16)
+    grads = launch(dp_gradient_worker, world_size, config=cfg, batch_size=16)
     for r, g in enumerate(grads):
         assert rel_err(g, full) < TOL, (world_size, r, rel_err(g, full))
     assert all(torch.equal(g, grads[0]) for g in grads)  # every replica gets the same bits

@@ -9,7 +9,8 @@ Two measurements feed the cost model of `cost.py`:
   (`torch.autograd.graph.saved_tensors_hooks`), and the bytes crossing a cut after it;
 * the point-to-point link between two gloo ranks: a ping-pong over message sizes b,
   fitted to t(b) = alpha + b / B (Hockney 1994, the alpha-beta model), with chapter 3's
-  `course_lib.alpha_beta`.
+  `course_lib.alpha_beta` (``fit_alpha_beta`` is chapter 3's, re-exported here; its result
+  unpacks as ``alpha, beta``).
 
 Work is counted analytically, the usual way (Kaplan et al. 2020, "Scaling Laws for Neural
 Language Models", sec. 2.1): a Linear layer of in x out weights costs 2 * in * out FLOP per
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from course_lib import alpha_beta
+from course_lib.alpha_beta import fit_alpha_beta  # re-exported: chapter 1 fits its links with chapter 3's fit
 from course_lib.model import GPT
 
 from .problem import Device, Links, Module, Problem, check_int, check_number
@@ -129,13 +131,6 @@ def profile_gpt(model: GPT, batch_size: int = 8, repeats: int = 5, seed: int = 0
     out.append(LayerProfile("head", t, _linear_flop(B * T, C, cfg.vocab_size),
                             BYTES_PER_PARAM * head_params, saved, 0))
     return out
-
-
-def fit_alpha_beta(sizes: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
-    """(alpha [s], beta [s/byte]) of chapter 3's relative least-squares fit
-    (:func:`course_lib.alpha_beta.fit_alpha_beta`), as the plain numbers `Links` takes."""
-    model = alpha_beta.fit_alpha_beta(sizes, seconds)
-    return model.alpha, model.beta
 
 
 def measure_link(sizes: list[int] | None = None, repeats: int = 10) -> tuple[np.ndarray, np.ndarray]:

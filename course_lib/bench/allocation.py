@@ -34,6 +34,7 @@ from course_lib.allocation.milp import milp_assign
 from course_lib.allocation.problem import Problem
 from course_lib.allocation.qlearning import q_learning
 from course_lib.allocation.solution import InfeasibleError, Solution
+from course_lib.tables import format_table
 
 Solver = Callable[[Problem, Objective], Solution]
 
@@ -52,7 +53,7 @@ GOALS: dict[tuple[str, str, int, int], float] = {
 
 
 def time_rows(sizes: dict[str, list[tuple[int, int]]], seeds: int, milp_limit: float,
-              objectives: Sequence[Objective] = OBJECTIVES, only_goals: bool = False) -> list[str]:
+              objectives: Sequence[Objective] = OBJECTIVES, only_goals: bool = False) -> list[dict]:
     """One row per (solver, objective, size): wall and CPU times over the instances, how many
     were proven optimal, and for a row with a goal whether it is met: the median over the
     instances of the CPU time to a PROVEN optimum (an instance stopped by the time limit
@@ -63,8 +64,7 @@ def time_rows(sizes: dict[str, list[tuple[int, int]]], seeds: int, milp_limit: f
         "chain_dp": chain_dp,
         "milp": lambda p, o: milp_assign(p, o, time_limit=milp_limit),
     }
-    out = [f"{'solver':<18}{'objective':<11}{'k':>4}{'n':>4}{'median s':>10}{'max s':>9}{'cpu s':>8}"
-           f"{'max cpu':>9}  proven  goal (median cpu s to a proven optimum)", "-" * 112]
+    out = []
     for name, solver in solvers.items():
         for k, n in sizes.get(name, []):
             for obj in objectives:
@@ -91,17 +91,21 @@ def time_rows(sizes: dict[str, list[tuple[int, int]]], seeds: int, milp_limit: f
                     med = statistics.median(sorted(proven_cpu))
                     shown = f"{med:.2f} s" if math.isfinite(med) else "unproven"
                     mark = f"{shown} (goal < {goal:g} s): {'met' if med < goal else 'not met'}"
-                out.append(f"{name:<18}{obj:<11}{k:>4}{n:>4}{statistics.median(secs):>10.4f}"
-                           f"{max(secs):>9.3f}{statistics.median(cpus):>8.3f}{max(cpus):>9.3f}"
-                           f"  {proven}/{len(secs):<5} {mark}"
-                           + (f"  ({len(secs) - proven} stopped at {milp_limit:g} s wall; "
-                              f"cost - bound <= {worst:.1%} of cost)" if proven < len(secs) else ""))
+                stopped = (f"{len(secs) - proven} stopped at {milp_limit:g} s wall; cost - bound <= {worst:.1%} of cost"
+                           if proven < len(secs) else "")
+                out.append({"solver": name, "objective": obj, "k": k, "n": n,
+                            "median s": statistics.median(secs), "max s": max(secs),
+                            "cpu s": statistics.median(cpus), "max cpu": max(cpus), "proven": f"{proven}/{len(secs)}",
+                            "goal (median cpu s to a proven optimum)": mark, "stopped by the limit": stopped})
     return out
 
 
-def gap_rows(sizes: list[tuple[int, int]], seeds: int, episodes: int, milp_limit: float) -> list[str]:
-    out = [f"{'method':<12}{'objective':<11}{'k':>4}{'n':>4}{'mean gap':>10}{'median':>9}{'max':>9}"
-           f"{'=opt':>6}{'fail':>6}", "-" * 71]
+TIME_FORMATS = {"median s": "{:.4f}", "max s": "{:.3f}", "cpu s": "{:.3f}", "max cpu": "{:.3f}"}
+GAP_FORMATS = {"mean gap": "{:.1%}", "median": "{:.1%}", "max": "{:.1%}"}
+
+
+def gap_rows(sizes: list[tuple[int, int]], seeds: int, episodes: int, milp_limit: float) -> list[dict]:
+    out = []
     for k, n in sizes:
         for obj in OBJECTIVES:
             gaps: dict[str, list[float]] = {"greedy_seed": [], "q_learning": [], "chain_dp": []}
@@ -134,8 +138,8 @@ def gap_rows(sizes: list[tuple[int, int]], seeds: int, episodes: int, milp_limit
                 med = statistics.median(g) if g else math.nan
                 top = max(g) if g else math.nan
                 hits = sum(x <= 1e-6 for x in g)
-                out.append(f"{name:<12}{obj:<11}{k:>4}{n:>4}{mean:>9.1%} {med:>8.1%} {top:>8.1%}"
-                           f"{hits:>6}{fails[name]:>6}")
+                out.append({"method": name, "objective": obj, "k": k, "n": n, "mean gap": mean, "median": med,
+                            "max": top, "=opt": hits, "fail": fails[name]})
     return out
 
 
@@ -167,13 +171,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         gap_sizes, episodes, gap_seeds = [(8, 3), (12, 4)], args.episodes, args.gap_seeds or 10
     print(f"Solver time ({seeds} random instances per row; 'proven' = optimality proven/solved; "
           "goal: the median instance proven optimal within the CPU seconds given)")
-    print("\n".join(time_rows(sizes, seeds, args.milp_limit, only_goals=args.goals)))
+    print(format_table(time_rows(sizes, seeds, args.milp_limit, only_goals=args.goals), TIME_FORMATS))
     if args.goals:
         return
     print()
     print(f"Optimality gap vs the exact global optimum ({gap_seeds} instances per row; q_learning "
           f"with {episodes} episodes; chain_dp = best contiguous pipeline in the given device order)")
-    print("\n".join(gap_rows(gap_sizes, gap_seeds, episodes, args.milp_limit)))
+    print(format_table(gap_rows(gap_sizes, gap_seeds, episodes, args.milp_limit), GAP_FORMATS))
 
 
 if __name__ == "__main__":

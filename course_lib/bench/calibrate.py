@@ -10,6 +10,7 @@ import argparse
 import torch
 
 from course_lib.allocation.calibrate import fit_alpha_beta, measure_link, profile_gpt
+from course_lib.tables import format_table
 from course_lib.train import build_reference
 
 
@@ -22,14 +23,14 @@ def main(argv: list[str] | None = None) -> None:
     speed = sum(p.flop for p in prof) / sum(p.seconds for p in prof)
     print(f"reference GPT, batch 8 x {model.config.block_size} tokens, 1 thread; "
           f"effective speed {speed / 1e9:.2f} GFLOP/s")
-    print(f"{'module':<8}{'fwd+bwd ms':>11}{'w/s ms':>9}{'MFLOP':>9}{'param KiB':>11}{'activ KiB':>11}")
-    for p in prof:
-        print(f"{p.name:<8}{1e3 * p.seconds:>11.3f}{1e3 * p.flop / speed:>9.3f}{p.flop / 1e6:>9.1f}"
-              f"{p.param_bytes / 1024:>11.1f}{p.act_bytes / 1024:>11.1f}")
+    print(format_table([{"module": p.name, "fwd+bwd ms": 1e3 * p.seconds, "w/s ms": 1e3 * p.flop / speed,
+                         "MFLOP": p.flop / 1e6, "param KiB": p.param_bytes / 1024, "activ KiB": p.act_bytes / 1024}
+                        for p in prof],
+                       {"fwd+bwd ms": "{:.3f}", "w/s ms": "{:.3f}", "MFLOP": "{:.1f}", "param KiB": "{:.1f}",
+                        "activ KiB": "{:.1f}"}))
     sizes, seconds = measure_link(repeats=20)
     alpha, beta = fit_alpha_beta(sizes, seconds)
     print(f"\ngloo point-to-point between 2 ranks: alpha = {alpha * 1e6:.1f} us, "
           f"B = 1/beta = {1 / beta / 1e9:.2f} GB/s")
-    print(f"{'bytes':>10}{'measured us':>13}{'model us':>10}")
-    for b, t in zip(sizes, seconds):
-        print(f"{int(b):>10}{t * 1e6:>13.1f}{(alpha + b * beta) * 1e6:>10.1f}")
+    print(format_table([{"bytes": int(b), "measured us": t * 1e6, "model us": (alpha + b * beta) * 1e6}
+                        for b, t in zip(sizes, seconds)], {"measured us": "{:.1f}", "model us": "{:.1f}"}))

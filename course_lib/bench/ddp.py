@@ -34,14 +34,10 @@ SMALL_CAP = 128 * 1024  # bytes: 7 buckets for the 207k-parameter model, so over
 BIG_CAP = 25 * 2**20    # torch DDP's default: the whole model in one bucket
 
 
-def _config():
-    return reference_config(load_dataset().vocab_size)
-
-
 def step_times(p: int, impl: str, cap: int, overlap: bool, steps: int, warmup: int = 3) -> float:
     """Median step time in seconds over ``steps`` steps on ``p`` ranks (rank 0's clock)."""
-    out = launch(train_data_parallel, p, config=_config(), steps=steps, batch_size=DEFAULT_BATCH_SIZE, impl=impl,
-                 bucket_cap_bytes=cap, overlap=overlap, warmup=warmup, threads=1, timeout=300,
+    out = launch(train_data_parallel, p, config=reference_config(load_dataset().vocab_size), steps=steps,
+                 batch_size=DEFAULT_BATCH_SIZE, impl=impl, bucket_cap_bytes=cap, overlap=overlap, warmup=warmup, threads=1, timeout=300,
                  check_collectives=False)
     return statistics.median(max(ts) for ts in zip(*(o["step_seconds"] for o in out)))
 
@@ -76,7 +72,7 @@ def bench_ddp(sizes=(2, 4), steps: int = 15, rounds: int = 5) -> list[dict]:
 def bench_zero(sizes=(2, 4), steps: int = 4) -> list[dict]:
     """Rows of table 2: measured bytes per rank vs the fp32 formula, and Psi per step."""
     rows = []
-    cfg = _config()
+    cfg = reference_config(load_dataset().vocab_size)
     for p in sizes:
         for stage in range(4):
             out = launch(train_zero, p, config=cfg, stage=stage, steps=steps, batch_size=DEFAULT_BATCH_SIZE,

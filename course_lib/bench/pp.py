@@ -21,25 +21,19 @@ import os
 import torch
 
 from course_lib.alpha_beta import measure_point_to_point
+from course_lib.configs import pipeline_config
 from course_lib.launcher import launch
-from course_lib.model import GPTConfig
-from course_lib.pipeline_parallel import (cost_model, measured_timeline, profile_stages, replay_cpu_costs,
-                                          module_seconds, split_balanced, split_uniform, stage_cost_model,
-                                          stage_times)
+from course_lib.pipeline_parallel import split_balanced, split_uniform, stage_times
 from course_lib.pipeline_schedules import bubble_formula, in_flight_formula, make_schedule, simulate
-from course_lib.runs.pipeline_parallel import build_model, make_batches, train_pipeline
+from course_lib.runs.pipeline_parallel import (build_model, cost_model, make_batches, measured_timeline, module_seconds,
+                                               profile_stages, replay_cpu_costs, stage_cost_model, train_pipeline)
 from course_lib.tables import format_table
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")
 
 
-def bench_config(n_layer: int = 8, vocab_size: int = 64) -> GPTConfig:
-    """Wide enough that a stage's compute dwarfs a gloo message (milliseconds against ~0.1 ms)."""
-    return GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=n_layer, n_head=4, n_embd=128)
-
-
 def run(p: int = 4, m: int = 8, v: int = 2, batch_size: int = 32, steps: int = 3) -> tuple[list[dict], list[str]]:
-    cfg = bench_config(n_layer=p * v)
+    cfg = pipeline_config(n_layer=p * v)
     mb = batch_size // m
     torch.set_num_threads(1)
     x, y = make_batches(cfg, batch_size, 1)[0]
@@ -68,7 +62,7 @@ def run(p: int = 4, m: int = 8, v: int = 2, batch_size: int = 32, steps: int = 3
                          err_vs_cpu=100 * (pred.makespan - cpu.makespan) / cpu.makespan,
                          err_vs_wall=100 * (pred.makespan - tl.makespan) / tl.makespan))
     # uniform against chain-DP split, 1F1B, on a 4096-token vocabulary (a head as costly as 2 blocks)
-    big = bench_config(n_layer=p * v, vocab_size=4096)
+    big = pipeline_config(vocab_size=4096, n_layer=p * v)
     xb, yb = make_batches(big, batch_size, 1)[0]
     big_seconds = module_seconds(build_model(big), xb, yb, m)
     for label, bounds in (("uniform", split_uniform(big.n_layer, p)), ("chain-DP", split_balanced(big_seconds, p))):

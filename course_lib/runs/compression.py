@@ -17,7 +17,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as torch_p
 
 from course_lib import comm
 from course_lib.compression import (AllReduce, Compressor, EFSign, HalfPrecision, HookState, PowerSGD, QSGD,
-                                    RandomK, SignMajority, TopK, compression_hook)
+                                    RandomK, SignMajority, StackedPowerSGD, TopK, compression_hook, gpt_stacks)
 from course_lib.data import get_batch_shard, load_dataset
 from course_lib.ddp import DEFAULT_BUCKET_CAP_BYTES, BucketedDDP
 from course_lib.update_rules import flat_params
@@ -37,12 +37,20 @@ METHODS: dict[str, Callable[[], Compressor]] = {
     "top-k 1% +EF": lambda: TopK(0.01),
     "powersgd r=4": lambda: PowerSGD(rank=4),
 }
+# Methods built from the model itself (the GPT's gradients stacked into a few matrices).
+MODEL_METHODS: dict[str, Callable[[nn.Module], Compressor]] = {
+    "powersgd r=4 stacked": lambda model: StackedPowerSGD(gpt_stacks(model), rank=4),
+}
 
 
-def make_compressor(method: str) -> Compressor:
-    """A fresh compressor for one of :data:`METHODS`."""
+def make_compressor(method: str, model: nn.Module | None = None) -> Compressor:
+    """A fresh compressor for one of :data:`METHODS`, or of :data:`MODEL_METHODS` (from ``model``)."""
+    if method in MODEL_METHODS:
+        if model is None:
+            raise ValueError(f"{method!r} stacks a model's gradients: pass model=")
+        return MODEL_METHODS[method](model)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS) + list(MODEL_METHODS)}")
     return METHODS[method]()
 
 
@@ -64,9 +72,10 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
     over (the warm-up of Lin et al. 2018, DGC, sec. 3.3, and torch's ``start_powerSGD_iter``):
     the first steps change the weights the most, and compressing them fills the error-feedback
     residual with gradients that are soon stale. Their bytes are counted like any others.
-    ``momentum_correction`` (Top-K with ``optimizer="sgd"``): the momentum moves into the
-    compressor (:class:`~course_lib.compression.TopK`'s ``momentum``, DGC's momentum
-    correction) and the optimizer steps with plain SGD.
+    ``momentum_correction`` (Top-K or stacked PowerSGD, with ``optimizer="sgd"``): the momentum
+    moves into the compressor (``momentum`` of :class:`~course_lib.compression.TopK` or
+    :class:`~course_lib.compression.StackedPowerSGD`, DGC's momentum correction) and the
+    optimizer steps with plain SGD.
 
     Returns this rank's per-step ``losses``
     (their mean over ranks is the global-batch loss), ``bytes_per_step`` (its collectives'
@@ -78,15 +87,17 @@ def train_compressed(rank: int, world_size: int, config: GPTConfig, steps: int, 
         raise ValueError(f"batch_size={batch_size} must split into world_size={world_size} equal shards")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0 (dense steps before compressing), got {warmup_steps}")
-    compressor = make_compressor(method) if impl != "torch-powersgd" else None
-    dense = AllReduce()
-    if momentum_correction:
-        if not isinstance(compressor, TopK) or optimizer != "sgd":
-            raise ValueError("momentum_correction needs a Top-K method and optimizer='sgd'")
-        compressor.momentum, momentum = momentum, 0.0  # the compressor keeps the velocity
     data = load_dataset()
     torch.manual_seed(seed)
     model = GPT(config)
+    compressor = make_compressor(method, model) if impl != "torch-powersgd" else None
+    dense = AllReduce()
+    if isinstance(compressor, StackedPowerSGD) and (impl != "course" or per_tensor):
+        raise ValueError(f"{method!r} needs impl='course' and per_tensor=False (the whole model in one bucket)")
+    if momentum_correction:
+        if not isinstance(compressor, (TopK, StackedPowerSGD)) or optimizer != "sgd":
+            raise ValueError("momentum_correction needs a Top-K or stacked PowerSGD method and optimizer='sgd'")
+        compressor.momentum, momentum = momentum, 0.0  # the compressor keeps the velocity
     # The course's BucketedDDP compresses whole buckets: a bucket per parameter gives per-tensor
     # compression. torch's DDP hooks see each bucket's gradients (HookState.per_tensor), and
     # torch's powerSGD_hook compresses per tensor anyway (it hangs with one bucket per parameter).

@@ -1,4 +1,5 @@
-"""Pipeline-parallel training runs: our schedules, the single-process reference, and PyTorch's pipelining.
+"""Pipeline-parallel training runs: our schedules, the single-process reference, and PyTorch's pipelining;
+then the measured runs against the simulator's predictions.
 
     launch(train_pipeline, 4, config=cfg, schedule="1f1b", m=8, steps=3)
 
@@ -14,9 +15,9 @@ import torch.nn as nn
 
 from course_lib import comm
 from course_lib.model import GPT, GPTConfig
-from course_lib.pipeline_parallel import (Bounds, StageChunk, owned_parameters, run_schedule,
-                                          split_uniform, sync_tied_grads)
-from course_lib.pipeline_schedules import Schedule, make_schedule
+from course_lib.pipeline_parallel import (Bounds, StageChunk, StepRecord, owned_parameters, run_schedule,
+                                          split_uniform, stage_times, sync_tied_grads)
+from course_lib.pipeline_schedules import Action, Cost, Schedule, Timeline, make_schedule, simulate
 from course_lib.train import make_optimizer
 
 
@@ -124,6 +125,8 @@ def torch_pipeline_loss(rank: int, world_size: int, *, config: GPTConfig, schedu
     micro-batch loss (last stage) and the gradients of this rank's parameters (summed over the
     tied copies, as ours), for comparison with :func:`train_pipeline`. Looped schedules put stage s
     on rank s % p (v per rank); V-shaped ones (ZBV, DualPipeV) put stages r and 2p-1-r on rank r."""
+    # Imported here: torch.distributed.pipelining pulls in torch._dynamo, as slow to import as torch itself
+    # (python -X importtime), and only this comparison needs it.
     from torch.distributed import pipelining as tpp
 
     if schedule not in TORCH_SCHEDULES:
@@ -169,3 +172,91 @@ def torch_pipeline_losses(rank: int, world_size: int, *, schedules: tuple[str, .
                           **kwargs) -> dict[str, dict]:
     """:func:`torch_pipeline_loss` for each named PyTorch schedule, in one launch."""
     return {name: torch_pipeline_loss(rank, world_size, schedule=name, **kwargs) for name in schedules}
+
+
+# ----------------------------------------------------------------------------- measured vs predicted
+def measured_timeline(schedule: Schedule, records: list[StepRecord]) -> Timeline:
+    """The ranks' measured events as one :class:`Timeline`, time 0 = the earliest start (all
+    ranks read the same monotonic clock: they run on one machine)."""
+    if len(records) != schedule.p:
+        raise ValueError(f"need one StepRecord per rank ({schedule.p}), got {len(records)}")
+    t0 = min(e[1] for rec in records for e in rec.events)
+    events = [[(a, s - t0, e - t0) for a, s, e in rec.events] for rec in records]
+    return Timeline(schedule, events, [rec.peak_in_flight for rec in records])
+
+
+def replay_cpu_costs(schedule: Schedule, records: list[StepRecord], message_seconds: float = 0.0) -> Timeline:
+    """The run as it would have gone with one core per rank: simulate ``schedule`` with each compute
+    action lasting the CPU time its rank's thread actually spent in it (a measured cost that does
+    not grow when ranks share a core, unlike wall time) and each message ``message_seconds``."""
+    cpu = {a: c for rec in records for (a, _, _), c in zip(rec.events, rec.cpu_seconds) if a.is_compute}
+
+    def cost(a: Action, sched: Schedule) -> float:
+        return cpu[a] if a.is_compute else (message_seconds if a.kind.startswith("RECV") else 0.0)
+    return simulate(schedule, cost)
+
+
+def cost_model(seconds: list[float], bounds: Bounds, message_seconds: float = 0.0,
+               backward_share: float = 2 / 3) -> Cost:
+    """Predict each action's time from chapter 1's calibration: stage s takes
+    t_s = sum of its modules' measured forward+backward seconds (on one micro-batch), F is
+    (1 - backward_share) t_s and B the rest (t_B = 2 t_F: the backward computes two products per
+    forward one, Kaplan et al. 2020); split, B and W take half of it each; a message
+    ``message_seconds`` (alpha + bytes * beta of chapter 3)."""
+    stage = stage_times(seconds, bounds)
+
+    def cost(a: Action, schedule: Schedule) -> float:
+        t = stage[a.stage]
+        if a.kind == "F":
+            return (1 - backward_share) * t
+        if a.kind == "B":
+            return backward_share * t / (2 if schedule.split_backward else 1)
+        if a.kind == "W":
+            return backward_share * t / 2
+        return message_seconds if a.kind.startswith("RECV") else 0.0
+    return cost
+
+
+def profile_stages(model: GPT, bounds: Bounds, x: torch.Tensor, y: torch.Tensor, m: int,
+                   repeats: int = 5) -> list[tuple[float, float]]:
+    """Per stage, (t_F, t_B) of one micro-batch of ``(x, y)`` cut in m, in CPU seconds of this thread
+    (the minimum over ``repeats`` runs after one warm-up): what the stage itself costs, unaffected by
+    other processes sharing the core. Feed it to :func:`stage_cost_model`."""
+    xi, yi = x.chunk(m)[0], y.chunk(m)[0]
+    h, out = xi, []
+    for a, b in bounds:
+        chunk = StageChunk(model, a, b)
+        fs, bs = [], []
+        for _ in range(repeats + 1):
+            inp = h if chunk.is_first else h.detach().requires_grad_()
+            c0 = time.thread_time()
+            o = chunk(inp, yi if chunk.is_last else None, m)
+            c1 = time.thread_time()
+            o.backward(None if chunk.is_last else torch.ones_like(o))
+            fs.append(c1 - c0)
+            bs.append(time.thread_time() - c1)
+        model.zero_grad(set_to_none=True)
+        out.append((min(fs[1:]), min(bs[1:])))
+        h = o.detach()
+    return out
+
+
+def stage_cost_model(stage_costs: list[tuple[float, float]], message_seconds: float = 0.0) -> Cost:
+    """Cost function for the simulator from measured per-stage (t_F, t_B) (:func:`profile_stages`);
+    a split backward gives B and W half of t_B each; a message costs ``message_seconds``."""
+    def cost(a: Action, schedule: Schedule) -> float:
+        t_f, t_b = stage_costs[a.stage]
+        if a.kind == "F":
+            return t_f
+        if a.kind in ("B", "W"):
+            return t_b / 2 if schedule.split_backward else t_b
+        return message_seconds if a.kind.startswith("RECV") else 0.0
+    return cost
+
+
+def module_seconds(model: GPT, x: torch.Tensor, y: torch.Tensor, m: int, repeats: int = 5) -> list[float]:
+    """Per module of the chain (embed, blocks, head), forward + backward CPU seconds on one micro-batch:
+    :func:`profile_stages` with one module per stage. The CPU-time counterpart of chapter 1's
+    ``calibrate.profile_gpt`` (wall time), for :func:`split_balanced` on a busy machine."""
+    chain = [(j, j + 1) for j in range(len(model.blocks) + 2)]
+    return [t_f + t_b for t_f, t_b in profile_stages(model, chain, x, y, m, repeats)]

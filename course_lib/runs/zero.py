@@ -8,7 +8,7 @@ import torch
 from course_lib import comm
 from course_lib.data import get_batch_shard, load_dataset
 from course_lib.model import GPT
-from course_lib.zero import ZeRO, volume_in_psi
+from course_lib.zero import ZeRO
 
 
 def train_zero(rank: int, world_size: int, config, stage: int, steps: int, batch_size: int, lr: float = 2e-3,
@@ -42,3 +42,12 @@ def train_zero(rank: int, world_size: int, config, stage: int, steps: int, batch
     return {"params": zero.full_parameters(), "losses": losses, "held": held, "psi": zero.psi,
             "padded": sum(u.padded for u in zero.units), "volume_psi": volume,
             "collective_calls": calls, "step_seconds": times}
+
+
+def volume_in_psi(stats: comm.CommStats, psi: int, world_size: int, steps: int = 1, elem_bytes: int = 4) -> float:
+    """Per-step communication volume in units of Psi, the paper's convention (sec. 7): an
+    all-reduce of N elements counts 2N (its reduce-scatter + all-gather halves), a
+    reduce-scatter N (its input), an all-gather N (its output = p x its input)."""
+    b = stats.collective_bytes
+    total = (2 * b["all_reduce"] + b["reduce_scatter_tensor"] + world_size * b["all_gather_into_tensor"])
+    return total / elem_bytes / psi / steps

@@ -1,4 +1,5 @@
-"""Which rank holds which shard of each weight of one tensor-parallel block (chapter 5)."""
+"""Chapter 5 pictures: which rank holds which shard of each weight of one tensor-parallel block;
+activation bytes per rank under plain TP and under Megatron-SP."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -6,6 +7,7 @@ from matplotlib.patches import Rectangle
 
 from course_lib.model import GPTConfig
 from course_lib.tensor_parallel import vocab_range
+from course_lib.tp_gpt import activation_bytes_per_block
 
 RANK_COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 
@@ -57,4 +59,29 @@ def draw_block_shards(config: GPTConfig, t: int, ax=None):
     handles.append(Rectangle((0, 0), 1, 1, facecolor="#DDDDDD", hatch="//"))
     ax.legend(handles, [f"rank {r}" for r in range(t)] + ["replicated"], loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(f"t = {t}: which rank holds which shard (one block and the vocabulary)", fontsize=10)
+    return ax
+
+
+def plot_activation_bytes(config: GPTConfig, batch_size: int, measured: dict[tuple[int, bool], int] | None = None,
+                          degrees: tuple[int, ...] = (1, 2, 4), ax=None):
+    """Bytes one block keeps for backward on each rank, against t: plain TP (the LayerNorm
+    regions stay whole) and Megatron-SP (everything split, the single-process bytes over t).
+    Bars: :func:`~course_lib.tp_gpt.activation_bytes_per_block`; dots: ``measured``
+    ``{(t, sequence_parallel): bytes}`` where given."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    T, width = config.block_size, 0.38
+    for k, (sp, label, colour) in enumerate(((False, "tensor parallel", "#4C72B0"),
+                                              (True, "+ sequence parallel", "#55A868"))):
+        xs = [i + (k - 0.5) * width for i in range(len(degrees))]
+        ys = [activation_bytes_per_block(config, batch_size, T, t, sp and t > 1) / 1e3 for t in degrees]
+        ax.bar(xs, ys, width, color=colour, label=f"{label} (formula)")
+        for x, t in zip(xs, degrees):
+            if measured and (t, sp) in measured:
+                ax.plot(x, measured[(t, sp)] / 1e3, "ko", ms=4)
+    if measured:
+        ax.plot([], [], "ko", ms=4, label="measured (saved_tensors_hooks)")
+    ax.set_xticks(range(len(degrees)), [f"t = {t}" for t in degrees])
+    ax.set(ylabel="kB per rank", title=f"activations one block keeps for backward (B={batch_size}, T={T})")
+    ax.legend(fontsize=8)
     return ax
