@@ -18,6 +18,7 @@ The launcher resets the counters when a rank starts and sends them back with the
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import time
 from collections import Counter
@@ -120,30 +121,164 @@ def _check_list(fn: str, tensors: list, like: torch.Tensor, group, name: str) ->
                              f"{tuple(like.shape)} {like.dtype} (gloo refuses uneven sizes); pad the inputs first")
 
 
-def check_raw_point_to_point() -> None:
-    """Give ``torch.distributed``'s own send/recv the peer check of this module's.
+def check_raw_point_to_point(exchange_headers: bool = False) -> None:
+    """Give ``torch.distributed``'s own send/recv the checks of this module's.
 
-    A learner may call ``dist.send(t, dst=2)`` directly; with a rank that does not exist gloo
-    crashes the process or hangs. The launcher calls this in every worker, so the same call
-    raises a ValueError naming the rank range instead.
+    The launcher calls this in every worker. A learner may call ``dist.send(t, dst=2)``
+    directly; with a rank that does not exist gloo crashes the process or hangs, so the peer is
+    checked first and a ValueError names the rank range instead.
+
+    With ``exchange_headers=True`` (the launcher's ``check_collectives``), every message starts
+    with a small header, the sent tensor's (dtype, number of elements, shape), on a tag of its
+    own; the receiver compares it with its buffer before it takes the data, and raises a
+    ValueError naming both sides instead of crashing (gloo aborts on a message larger than the
+    buffer) or silently receiving garbage (a smaller one, or another dtype). A message of at most
+    :data:`_INLINE_BYTES` travels inside its header message (one message, as without the check);
+    a larger one follows its header. Headers are not counted in :func:`get_stats`.
+    ``comm.send``/``recv``/``isend``/``irecv`` and ``batch_isend_irecv`` go through these functions.
     """
-    for name, arg in (("send", "dst"), ("isend", "dst"), ("recv", "src"), ("irecv", "src")):
-        original = getattr(dist, name)
-        if getattr(original, "_course_checked", False):
-            continue
+    global _exchange_headers
+    _exchange_headers = exchange_headers
+    if getattr(dist.send, "_course_checked", False):
+        return
+    originals = {name: getattr(dist, name) for name in ("send", "recv", "isend", "irecv")}
+    isend0, irecv0 = originals["isend"], originals["irecv"]
 
-        @functools.wraps(original)
-        def checked(tensor, *args, _original=original, _name=name, _arg=arg, **kwargs):
-            peer = args[0] if args else kwargs.get(_arg)
-            group = args[1] if len(args) > 1 else kwargs.get("group")
-            if peer is not None:  # None: a group-relative peer (group_dst=...), which torch checks
-                _check_peer(_name, _arg, peer, group)
-            return _original(tensor, *args, **kwargs)
+    def checked_isend(tensor, dst=None, group=None, tag=0, group_dst=None):
+        _check_raw_peer("isend", "dst", dst, group)
+        if not _exchange_headers:
+            return isend0(tensor, dst, group, tag, group_dst=group_dst)
+        return _send_with_header(isend0, tensor, dst, group, tag, group_dst)
 
+    def checked_send(tensor, dst=None, group=None, tag=0, group_dst=None):
+        _check_raw_peer("send", "dst", dst, group)
+        if not _exchange_headers:
+            return originals["send"](tensor, dst, group, tag, group_dst=group_dst)
+        work = _send_with_header(isend0, tensor, dst, group, tag, group_dst)
+        if work is not None:
+            work.wait()
+
+    def checked_irecv(tensor, src=None, group=None, tag=0, group_src=None):
+        _check_raw_peer("irecv", "src", src, group)
+        if not _exchange_headers:
+            return irecv0(tensor, src, group, tag, group_src=group_src)
+        return _CheckedRecv(irecv0, tensor, src, group, tag, group_src)
+
+    def checked_recv(tensor, src=None, group=None, tag=0, group_src=None):
+        _check_raw_peer("recv", "src", src, group)
+        if not _exchange_headers:
+            return originals["recv"](tensor, src, group, tag, group_src=group_src)
+        work = _CheckedRecv(irecv0, tensor, src, group, tag, group_src)
+        work.wait()
+        return work.sender
+
+    for name, checked in (("send", checked_send), ("recv", checked_recv), ("isend", checked_isend),
+                          ("irecv", checked_irecv)):
+        functools.update_wrapper(checked, originals[name])
         checked._course_checked = True
         # Both names: P2POp and batch_isend_irecv compare ops with distributed_c10d's own.
         setattr(dist, name, checked)
         setattr(distributed_c10d, name, checked)
+
+
+_exchange_headers = False
+_HEADER_TAG = 1 << 30  # header tags: far above any tag the course or a learner uses
+_HEADER_LEN = 4 + 8  # dtype, numel, ndim, inline?, up to 8 dimensions (int64 each)
+_HEADER_BYTES = 8 * _HEADER_LEN
+_INLINE_BYTES = 1 << 16  # messages up to this size ride in their header message
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+           torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128]
+_pending_sends: list = []  # header sends not yet completed (their buffers must stay alive)
+
+
+def _check_raw_peer(fn: str, name: str, peer, group) -> None:
+    if peer is not None:  # None: a group-relative peer (group_dst=...), which torch checks, or any source
+        _check_peer(fn, name, peer, group)
+
+
+def _header_of(tensor: torch.Tensor, inline: bool = False) -> list[int]:
+    code = _DTYPES.index(tensor.dtype) if tensor.dtype in _DTYPES else len(_DTYPES) + 1
+    shape = list(tensor.shape)[:8]
+    return [code, tensor.numel(), tensor.dim(), int(inline)] + shape + [0] * (8 - len(shape))
+
+
+def _describe(code: int, numel: int, shape: list[int]) -> str:
+    dtype = str(_DTYPES[code]).replace("torch.", "") if 0 <= code < len(_DTYPES) else "another dtype"
+    return f"shape {list(shape)} {dtype}" if len(shape) <= 8 else f"{numel} elements of {dtype}"
+
+
+def _as_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1).view(torch.uint8)
+
+
+def _send_with_header(isend0, tensor, dst, group, tag, group_dst):
+    """Send the header (with the data inside when small); return the Work that completes the message."""
+    _pending_sends[:] = [w for w in _pending_sends if not w.is_completed()]
+    nbytes = tensor.numel() * tensor.element_size()
+    inline = nbytes <= _INLINE_BYTES
+    message = torch.empty(_HEADER_BYTES + (nbytes if inline else 0), dtype=torch.uint8)
+    message[:_HEADER_BYTES] = torch.tensor(_header_of(tensor, inline), dtype=torch.int64).view(torch.uint8)
+    if inline:
+        message[_HEADER_BYTES:] = _as_bytes(tensor)
+    header_work = isend0(message, dst, group, _HEADER_TAG + tag, group_dst=group_dst)
+    if inline:
+        return header_work
+    if header_work is not None:
+        _pending_sends.append(header_work)  # keeps it alive until done; the payload follows it
+    return isend0(tensor, dst, group, tag, group_dst=group_dst)
+
+
+def _global(group, group_rank: int) -> int:
+    return group_rank if group is None else dist.get_global_rank(group, group_rank)
+
+
+class _CheckedRecv:
+    """A receive that compares the sender's header with its buffer before it takes the data.
+
+    Small buffers receive the header message (with the data inside) into a buffer of the largest
+    inline size, so that any sender's message fits. A large buffer posts its own receive at once,
+    as without the check, so that a peer's blocking send completes before we wait.
+    """
+
+    def __init__(self, irecv0, tensor, src, group, tag, group_src):
+        self._tensor, self._group, self._irecv0, self._tag = tensor, group, irecv0, tag
+        self.sender = src if src is not None else (None if group_src is None else _global(group, group_src))
+        self._message = torch.empty(_HEADER_BYTES + _INLINE_BYTES, dtype=torch.uint8)
+        self._header_work = irecv0(self._message, src, group, _HEADER_TAG + tag, group_src=group_src)
+        nbytes = tensor.numel() * tensor.element_size()
+        self._payload_work = (irecv0(tensor, self.sender, group, tag)
+                              if nbytes > _INLINE_BYTES and self.sender is not None else None)
+        self._checked = False
+
+    def wait(self, timeout=None) -> bool:
+        if not self._checked:
+            self._header_work.wait()
+            self._checked = True
+            if self.sender is None:  # any source: the header says who
+                self.sender = _global(self._group, self._header_work._source_rank())
+            code, numel, ndim, inline, *dims = self._message[:_HEADER_BYTES].view(torch.int64).tolist()
+            mine = _header_of(self._tensor)
+            if code != mine[0] or numel != mine[1]:
+                raise ValueError(
+                    f"rank {dist.get_rank()} receives into {_describe(mine[0], mine[1], list(self._tensor.shape))} "
+                    f"but rank {self.sender} sent {_describe(code, numel, dims[:ndim])}: the receive buffer must "
+                    "have the sender's shape and dtype")
+            if inline:
+                _as_bytes(self._tensor).copy_(self._message[_HEADER_BYTES:_HEADER_BYTES + _as_bytes(self._tensor).numel()])
+                return True
+            if self._payload_work is None:
+                self._payload_work = self._irecv0(self._tensor, self.sender, self._group, self._tag)
+        if self._payload_work is None:
+            return True
+        return self._payload_work.wait() if timeout is None else self._payload_work.wait(timeout)
+
+    def is_completed(self) -> bool:
+        return self._checked and (self._payload_work is None or self._payload_work.is_completed())
+
+    def _source_rank(self) -> int:
+        if self.sender is None:
+            self.sender = _global(self._group, self._header_work._source_rank())
+        return self.sender if self._group is None else dist.get_group_rank(self._group, self.sender)
 
 
 def _point_to_point(fn: str, tensor: torch.Tensor, role: str, peer: object, group) -> int:
@@ -236,6 +371,55 @@ def batch_isend_irecv(ops: list[P2POp]) -> list:
 
 
 # ----------------------------------------------------------------------------- collectives
+# With the launcher's check_collectives on, each rank notes the collective it is in (and when it
+# has left it) in a small file the launcher reads: ranks blocked in collectives on different
+# groups wait on each other forever, and torch's own check cannot see it (each group checks itself).
+_call_log: int | None = None  # a file descriptor, set by the launcher
+_call_count = 0
+
+
+def set_call_log(fd: int | None) -> None:
+    """Note every collective this rank enters and leaves in file ``fd`` (None: do not)."""
+    global _call_log
+    _call_log = fd
+
+
+def describe_group(group) -> str:
+    """``the default group`` or ``group [0, 1] (new_group #2)``: the same words on every rank."""
+    if group is None or group is dist.GroupMember.WORLD or group is _p2p_group:
+        return "the default group"
+    made = [g for g in distributed_c10d._world.pg_group_ranks
+            if g is not dist.GroupMember.WORLD and g is not _p2p_group]
+    number = made.index(group) + 1 if group in made else "?"
+    return f"group {dist.get_process_group_ranks(group)} (new_group #{number})"
+
+
+def _noted(fn):
+    """Write ``count|in|op|group ranks|group|shape dtype`` before ``fn`` and ``count|out|...`` after it."""
+    names = list(inspect.signature(fn).parameters)
+    where = names.index("group")
+
+    @functools.wraps(fn)
+    def noted(*args, **kwargs):
+        global _call_count
+        if _call_log is None:
+            return fn(*args, **kwargs)
+        group = args[where] if len(args) > where else kwargs.get("group")
+        tensor = next((a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        ranks = (dist.get_process_group_ranks(group) if group not in (None, dist.GroupMember.WORLD)
+                 else list(range(dist.get_world_size())))
+        what = f"shape {list(tensor.shape)}, {str(tensor.dtype).replace('torch.', '')}" if tensor is not None else ""
+        _call_count += 1
+        note = f"{_call_count}|{{}}|{fn.__name__}|{ranks}|{describe_group(group)}|{what}"
+        os.pwrite(_call_log, note.format("in").encode().ljust(512), 0)
+        out = fn(*args, **kwargs)
+        os.pwrite(_call_log, note.format("out").encode().ljust(512), 0)
+        return out
+
+    return noted
+
+
+@_noted
 def broadcast(tensor: torch.Tensor, src: int, group=None, async_op: bool = False):
     _check_tensor("broadcast", tensor)
     _check_peer("broadcast", "src", src, group, allow_self=True)
@@ -245,6 +429,7 @@ def broadcast(tensor: torch.Tensor, src: int, group=None, async_op: bool = False
     return w
 
 
+@_noted
 def all_reduce(tensor: torch.Tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
     _check_tensor("all_reduce", tensor)
     t0 = _collective("all_reduce", _nbytes(tensor))
@@ -253,6 +438,7 @@ def all_reduce(tensor: torch.Tensor, op=ReduceOp.SUM, group=None, async_op: bool
     return w
 
 
+@_noted
 def reduce(tensor: torch.Tensor, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False):
     _check_tensor("reduce", tensor)
     _check_peer("reduce", "dst", dst, group, allow_self=True)
@@ -260,6 +446,7 @@ def reduce(tensor: torch.Tensor, dst: int, op=ReduceOp.SUM, group=None, async_op
     return dist.reduce(tensor, dst, op=op, group=group, async_op=async_op)
 
 
+@_noted
 def all_gather(tensor_list: list[torch.Tensor], tensor: torch.Tensor, group=None, async_op: bool = False):
     _check_tensor("all_gather", tensor)
     _check_list("all_gather", tensor_list, tensor, group, "tensor_list")
@@ -267,6 +454,7 @@ def all_gather(tensor_list: list[torch.Tensor], tensor: torch.Tensor, group=None
     return dist.all_gather(tensor_list, tensor, group=group, async_op=async_op)
 
 
+@_noted
 def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
     """``output = cat(input of rank 0, ..., input of rank p-1)``: torch 2.13's name for
     ``all_gather_into_tensor``."""
@@ -277,6 +465,7 @@ def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, asy
     return w
 
 
+@_noted
 def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None, async_op: bool = False):
     """The pre-2.13 name of :func:`all_gather_single` (same operation, without torch's
     deprecation warning printed by every rank)."""
@@ -287,6 +476,7 @@ def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None
     return w
 
 
+@_noted
 def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst: int = 0,
            group=None, async_op: bool = False):
     _check_rooted("gather", tensor, "dst", dst, gather_list, "gather_list", group)
@@ -294,6 +484,7 @@ def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, 
     return dist.gather(tensor, gather_list, dst=dst, group=group, async_op=async_op)
 
 
+@_noted
 def scatter(tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None = None, src: int = 0,
             group=None, async_op: bool = False):
     _check_rooted("scatter", tensor, "src", src, scatter_list, "scatter_list", group)
@@ -301,6 +492,7 @@ def scatter(tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None = None
     return dist.scatter(tensor, scatter_list, src=src, group=group, async_op=async_op)
 
 
+@_noted
 def reduce_scatter(output: torch.Tensor, input_list: list[torch.Tensor], op=ReduceOp.SUM,
                    group=None, async_op: bool = False):
     """``output = sum over ranks of input_list[rank]``. Note: gloo implements reduce-scatter as
@@ -311,6 +503,7 @@ def reduce_scatter(output: torch.Tensor, input_list: list[torch.Tensor], op=Redu
     return dist.reduce_scatter(output, input_list, op=op, group=group, async_op=async_op)
 
 
+@_noted
 def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp.SUM,
                           group=None, async_op: bool = False):
     """``output = chunk r of (sum over ranks of input)`` on rank r: torch 2.13's name for
@@ -322,6 +515,7 @@ def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
     return w
 
 
+@_noted
 def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp.SUM,
                           group=None, async_op: bool = False):
     """The pre-2.13 name of :func:`reduce_scatter_single` (same operation, no warning)."""
@@ -332,6 +526,7 @@ def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
     return w
 
 
+@_noted
 def all_to_all(output_tensor_list: list[torch.Tensor], input_tensor_list: list[torch.Tensor],
                group=None, async_op: bool = False):
     p = dist.get_world_size(group)
@@ -342,6 +537,7 @@ def all_to_all(output_tensor_list: list[torch.Tensor], input_tensor_list: list[t
     return dist.all_to_all(output_tensor_list, input_tensor_list, group=group, async_op=async_op)
 
 
+@_noted
 def barrier(group=None) -> None:
     _collective("barrier", 0)
     dist.barrier(group=group)

@@ -5,6 +5,8 @@ Each has the launcher's signature ``fn(rank, world_size, *args)`` and uses
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from course_lib import comm
@@ -46,8 +48,6 @@ def collective_before_after(rank: int, world_size: int, name: str) -> dict:
     For ``barrier`` the data are arrival and departure times: ranks arrive at different
     moments (rank r sleeps 50r ms) and all leave together.
     """
-    import time
-
     x = initial_data(rank, world_size)
     before = x.clone()
     p, root = world_size, 0

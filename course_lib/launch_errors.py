@@ -109,12 +109,14 @@ def where_stuck(stack_dump: str) -> str:
                     and fn not in ("wrapper", "_time_logger", "_exception_logger")), None)
     user = next(((f, int(n), fn) for f, n, fn in frames
                  if "/lib/python3" not in f and "course_lib/launcher" not in f and "course_lib/comm" not in f
-                 and "multiprocessing" not in f), None)
+                 and "multiprocessing" not in f and f != "<string>"), None)
     # The outermost course_lib.comm function is the one the learner called; comm's guard around
-    # torch.distributed's own send/recv ("checked") stands for that torch call.
-    course = next((fn for f, _, fn in reversed(frames) if "course_lib/comm" in f and fn != "checked"), None)
+    # torch.distributed's own send/recv ("checked_send", ...) stands for that torch call.
+    course = next((fn for f, _, fn in reversed(frames) if "course_lib/comm" in f and fn != "noted"), None)
     parts = []
-    if course:
+    if course and course.startswith("checked_"):
+        parts.append(f"blocked in torch.distributed.{course[len('checked_'):]}")
+    elif course:
         parts.append(f"blocked in course_lib.comm.{course}")
     elif dist_op:
         parts.append(f"blocked in torch.distributed.{dist_op}")

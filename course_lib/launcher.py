@@ -24,11 +24,19 @@ What it takes care of, and why each matters in a classroom:
   dtypes: with ``check_collectives=True`` (the default) PyTorch compares every collective's
   fingerprint across ranks before running it (``TORCH_DISTRIBUTED_DEBUG=DETAIL``), and you get a
   :class:`CollectiveMismatchError` at once, naming each rank's call and your line, instead of
-  a deadlock after ``timeout`` seconds. The check costs one extra small exchange per
-  collective, a few milliseconds on a laptop: it matters for many tiny collectives, not for
-  large ones (``./course bench launch`` measures it); benchmarks and timing cells turn it off.
+  a deadlock after ``timeout`` seconds. Ranks blocked in collectives on *different groups* (which
+  PyTorch's check cannot see: each group checks itself) are reported the same way, within about
+  a second. Messages are checked too: each ``send`` carries a small header (shape, dtype) that
+  the receiving rank compares with its buffer, so a buffer of the wrong size or dtype is a
+  ValueError naming both ranks, not a gloo crash or silent garbage (the byte counters of
+  :mod:`course_lib.comm` do not include headers). The check costs a few milliseconds per
+  collective call and little per small message; it is negligible for large tensors
+  (``./course bench launch`` measures it). Benchmarks and timing cells pass
+  ``check_collectives=False``, which sends nothing extra.
 * A crash in C code (e.g. a send to a rank that does not exist): the crashed rank's Python
   stack at the moment of the crash, so you see your line.
+* Misspelt or missing arguments of ``fn`` (``launch(train, 2, stpes=3)``): a TypeError naming
+  them and ``fn``'s parameters, before any rank starts.
 * Interrupting the kernel ends the workers too; a worker whose kernel dies kills itself.
   No process is ever left behind, and the next launch works.
 """
@@ -36,10 +44,13 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import inspect
 import multiprocessing as mp
 import multiprocessing.connection
+from multiprocessing import forkserver
 import os
 import pickle
+import re
 import shutil
 import signal
 import sys
@@ -55,7 +66,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from course_lib.launch_errors import (MISMATCH, PEER_CLOSED, CollectiveMismatchError, DeadlockError,  # noqa: F401
-                                      LaunchError, WorkerError, echoes_peer_failure, mismatch_error,
+                                      LaunchError, WorkerError, echoes_peer_failure, mismatch_error, user_line,
                                       where_stuck)
 
 DEFAULT_TIMEOUT = 30.0  # seconds for a whole run; chapters with long training runs pass more
@@ -145,7 +156,9 @@ def _worker_main(job: _Job) -> None:
     stack_file = open(os.path.join(d, f"rank{rank}.stack"), "w")
     faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     crash_file = open(os.path.join(d, f"rank{rank}.crash"), "w")
-    faulthandler.enable(file=crash_file, all_threads=False)  # SIGSEGV & co: the stack at the crash
+    # SIGSEGV, SIGABRT & co: every thread's stack at the crash. All threads, because gloo aborts from its
+    # own thread (a message larger than the receive buffer) while the main thread holds the learner's line.
+    faulthandler.enable(file=crash_file, all_threads=True)
     torch.set_num_threads(job.threads)
     # The same variables torchrun sets, so worker code can be written once for both.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(ws), LOCAL_RANK=str(rank))
@@ -161,9 +174,10 @@ def _worker_main(job: _Job) -> None:
             job.backend, store=store, rank=rank, world_size=ws,
             timeout=timedelta(seconds=job.pg_timeout),
         )
-        comm.check_raw_point_to_point()
+        comm.check_raw_point_to_point(exchange_headers=job.check_collectives)
         if job.check_collectives:
             _unchecked_twin_group()
+            comm.set_call_log(os.open(os.path.join(d, f"rank{rank}.call"), os.O_WRONLY | os.O_CREAT, 0o644))
         result = fn(rank, ws, *args, **kwargs)
         try:
             blob = cloudpickle.dumps((result, comm.get_stats()))
@@ -229,42 +243,33 @@ _ctx: mp.context.BaseContext | None = None
 # Two forkservers, so that the first launch is quick and later ones are quicker still. The first
 # (started when the launcher is imported in a kernel) preloads torch.distributed only. After the
 # first launch, a second one starts in the background that also preloads torch._dynamo, which
-# every torch.optim step imports (torch 2.13) and which takes seconds in each fresh rank; the next
-# launch switches to it (waiting for it if it is still importing). Both fork their workers from
-# memory: no rank imports torch itself.
+# every torch.optim step imports (torch 2.13) and which takes seconds in each fresh rank. A launch
+# switches to it only once it is ready and never waits for it: until then the first server serves.
+# Both fork their workers from memory: no rank imports torch itself.
 _PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed"]
 _PRELOAD_FULL = _PRELOAD + ["torch._dynamo", "course_lib._forkserver_ready"]
 _ctx_lock = threading.Lock()
 _full_server: Any = None  # the second forkserver, once started
 _switched = False  # True once new workers come from the second forkserver
 _full_ready = os.path.join(tempfile.gettempdir(), f"course-forkserver-ready-{os.getpid()}")
-_FULL_SERVER_WAIT = 60.0  # seconds a launch waits for the full server before using the first one
 
 
 def _context() -> mp.context.BaseContext:
-    """The forkserver context; switches to the fully preloaded server once it is ready."""
+    """The forkserver context; switches to the fully preloaded server if it is ready (never waits)."""
     global _ctx
     with _ctx_lock:
         if _ctx is None:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(_PRELOAD)
             _ctx = ctx
-        if _full_server is not None:
-            # Wait for it rather than use the first server: there, every rank of a job that
-            # steps an optimizer would import torch._dynamo itself, which costs more.
-            deadline = time.time() + _FULL_SERVER_WAIT
-            while not os.path.exists(_full_ready) and time.time() < deadline:
-                time.sleep(0.02)
-            if os.path.exists(_full_ready):
-                _switch_to_full_server()
+        if _full_server is not None and os.path.exists(_full_ready):
+            _switch_to_full_server()
     return _ctx
 
 
 def _start_full_server() -> None:
     """Start the fully preloaded forkserver in the background (once per process)."""
     global _full_server
-    from multiprocessing import forkserver
-
     with _ctx_lock:
         if _full_server is not None or _switched:
             return
@@ -292,8 +297,6 @@ def _switch_to_full_server() -> None:
     """Route new workers to the full server and stop the first one (no worker of it is alive:
     called at the start of a launch, and every launch ends its workers)."""
     global _full_server, _switched
-    from multiprocessing import forkserver
-
     old, new = forkserver._forkserver, _full_server
     for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload"):
         setattr(forkserver, name, getattr(new, name))
@@ -306,8 +309,6 @@ def _switch_to_full_server() -> None:
 def warm_up() -> None:
     """Start the forkserver now, in the background, so the first launch does not wait for its
     imports. Called when this module is imported in a notebook kernel; safe to call again."""
-    from multiprocessing import forkserver
-
     def start() -> None:
         _context()
         _without_ctrl_c(forkserver.ensure_running)  # spawns (exec) a fresh server; it imports _PRELOAD
@@ -400,9 +401,10 @@ def launch(
     ``timeout`` bounds the whole run (seconds). ``threads`` is the intra-op thread count per
     rank (default :func:`default_threads`). ``stream=True`` prints each rank's output as it
     arrives (handy for long runs) instead of in rank order at the end. ``check_collectives``:
-    compare every collective across ranks before running it (default :data:`CHECK_COLLECTIVES`,
-    on; the environment variable ``COURSE_CHECK_COLLECTIVES=0`` turns the default off). Pass
-    ``False`` where you measure speed.
+    compare every collective across ranks before running it, report ranks blocked in collectives
+    on different groups, and check every message's shape and dtype against its receive buffer
+    (default :data:`CHECK_COLLECTIVES`, on; the environment variable ``COURSE_CHECK_COLLECTIVES=0``
+    turns the default off). Pass ``False`` where you measure speed: then nothing extra is sent.
     """
     if not callable(fn):
         raise TypeError(f"launch() needs a function fn(rank, world_size, ...), got {type(fn).__name__}")
@@ -417,6 +419,7 @@ def launch(
             f"launch() runs CPU processes with backend='gloo' (got {backend!r}). For nccl on GPUs "
             "run the same function under torchrun: python -m course_lib.torchrun_entry --help"
         )
+    _bind_arguments(fn, world_size, args, kwargs)
     threads = threads or default_threads(world_size)
     if check_collectives is None:
         check_collectives = CHECK_COLLECTIVES and os.environ.get("COURSE_CHECK_COLLECTIVES", "1") != "0"
@@ -444,7 +447,8 @@ def launch(
     printed = [0] * world_size
     try:
         _start(procs)
-        failure = _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done)
+        failure = _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done,
+                             bool(check_collectives))
         if failure is None:
             release.set()
             for p in procs:
@@ -477,9 +481,29 @@ def launch(
         del procs, done, release
 
 
-def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done) -> LaunchError | None:
+def _bind_arguments(fn: Callable[..., Any], world_size: int, args: tuple, kwargs: dict) -> None:
+    """Check ``fn(rank, world_size, *args, **kwargs)`` against fn's signature here, before any rank
+    starts, so that a misspelt or missing argument is one clear TypeError instead of N rank errors."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins and some C functions have no signature to check
+        return
+    try:
+        sig.bind(0, world_size, *args, **kwargs)
+    except TypeError as e:
+        name = getattr(fn, "__name__", "fn")
+        params = ", ".join(str(p) for p in sig.parameters.values())
+        unknown = [k for k in kwargs if k not in sig.parameters] if not any(
+            p.kind is p.VAR_KEYWORD for p in sig.parameters.values()) else []
+        what = f"{name}() has no parameter {unknown[0]!r}" if unknown else f"{name}(rank, world_size, ...): {e}"
+        raise TypeError(f"launch({name}, {world_size}, ...): {what}. {name}'s parameters are ({params}); "
+                        "the launcher passes rank and world_size first, then your arguments") from None
+
+
+def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done, checked) -> LaunchError | None:
     """Wait for the workers; return the error to raise (or None when every rank succeeded)."""
     first_failure_at: float | None = None
+    last_notes: dict | None = None
     finished: set[int] = set()
     while True:
         while not done._reader.closed and done._reader.poll():
@@ -506,7 +530,13 @@ def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done) -
                 return _worker_error(procs, run_dir, failed)
         if time.time() - t0 > timeout:
             return _deadlock_error(procs, run_dir, timeout, finished)
-        tick = 0.05 if (stream or failed) else min(1.0, max(0.01, t0 + timeout - time.time()))
+        if checked and not failed and time.time() - t0 > 0.5:
+            # The same calls twice in a row, a tick apart: no rank is between two notes.
+            notes = _blocked_on_different_groups(procs, run_dir, finished)
+            if notes and notes == last_notes:
+                return _group_mismatch_error(procs, run_dir, notes)
+            last_notes = notes
+        tick = 0.05 if (stream or failed) else min(0.25 if checked else 1.0, max(0.01, t0 + timeout - time.time()))
         mp.connection.wait([p.sentinel for p in alive] + [done._reader], timeout=tick)
 
 
@@ -535,10 +565,8 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
         why = f"signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exit code {code}"
         crash = _read(os.path.join(run_dir, f"rank{r}.crash")).split("\nExtension modules:")[0].strip()
         if "Fatal Python error" in crash:
-            return WorkerError(r, "WorkerCrashed", f"the process crashed with {why} inside C code, "
-                               f"{where_stuck(crash).replace('blocked in', 'in')}. A crash in torch.distributed "
-                               "often means a rank outside 0..world_size-1 or a tensor of the wrong shape; "
-                               "course_lib.comm checks both and says which", crash)
+            return WorkerError(r, "WorkerCrashed", _crash_message(why, crash, _read(os.path.join(run_dir, f"rank{r}.out"))),
+                               crash)
         return WorkerError(r, "WorkerDied", f"the process ended abruptly with {why} "
                            "(out of memory? os._exit? a crash in C code?)", "(no Python traceback)")
     causes = causes or errors
@@ -546,7 +574,38 @@ def _worker_error(procs, run_dir, failed) -> LaunchError:
     e = causes[r]
     if MISMATCH.search(e["message"]):
         return mismatch_error(r, e, _errors_of_every_rank(procs, run_dir))
-    return WorkerError(r, e["exc_type"], e["message"], e["traceback"])
+    message = e["message"]
+    sender = _P2P_MISMATCH.search(message)
+    if sender:  # a message that does not fit its receive buffer: both ends of it
+        line = user_line(e["traceback"])
+        message += f"\n  rank {r}: received" + (f", called from {line}" if line else "")
+        s = int(sender[1])
+        if 0 <= s < len(procs):
+            where = _stacks(procs, run_dir, [s])[s]
+            message += f"\n  rank {s}: sent" + (f", called from {where.split(', called from ', 1)[1]}"
+                                                if ", called from " in where else " it (and has moved on)")
+    else:
+        line = user_line(e["traceback"])
+        last = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', e["traceback"])
+        if line and last and not line.startswith(f"{last[-1][2]}() line {last[-1][1]}"):
+            message += f"\n  rank {r}: called from {line}"  # raised inside the course or torch: the learner's line
+    return WorkerError(r, e["exc_type"], message, e["traceback"])
+
+
+_P2P_MISMATCH = re.compile(r"receives into .* but rank (\d+) sent")
+_GLOO_SIZE = re.compile(r"(\d+) vs (\d+)\. Received data size doesn't match expected size")
+
+
+def _crash_message(why: str, crash: str, output: str) -> str:
+    """What a rank that crashed in C code was doing, and the likely cause when gloo said it."""
+    where = where_stuck(crash).replace("blocked in", "in")
+    size = _GLOO_SIZE.search(output)
+    if size:
+        return (f"the process crashed with {why} inside gloo: a message of {size[1]} bytes arrived for a receive "
+                f"buffer of {size[2]} bytes ({where}). The receive buffer must have the sender's shape and dtype")
+    hint = (". A crash inside torch.distributed usually means the ranks disagree about a call: its peer, "
+            "the tensor's shape or dtype" if "torch/distributed" in crash or "course_lib/comm" in crash else "")
+    return f"the process crashed with {why} inside C code, {where}{hint}"
 
 
 def _errors_of_every_rank(procs, run_dir: str) -> dict[int, dict]:
@@ -560,9 +619,45 @@ def _errors_of_every_rank(procs, run_dir: str) -> dict[int, dict]:
         time.sleep(0.02)
 
 
-def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
-    stuck_ranks = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
-    for r in stuck_ranks:
+def _blocked_on_different_groups(procs, run_dir, finished) -> dict[int, list[str]] | None:
+    """Each unfinished rank's collective, when every one of them is inside a collective that cannot finish.
+
+    A collective finishes only once every rank of its group has called it on that group. If each
+    unfinished rank waits in a collective (its note says ``in``) and no group has all its ranks
+    waiting on it, no rank can ever move on: a certain deadlock, found without the timeout.
+    """
+    waiting = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
+    notes = {}
+    for r in waiting:
+        parts = _read(os.path.join(run_dir, f"rank{r}.call")).strip().split("|")
+        if len(parts) < 6 or parts[1] != "in":
+            return None
+        notes[r] = parts
+    for r, (_, _, op, ranks, group, _) in notes.items():
+        members = [int(m) for m in ranks.strip("[]").split(",") if m.strip()]
+        if all(m in notes and notes[m][4] == group for m in members):
+            return None  # this group's collective has all its ranks: it can finish
+    if len({parts[4] for parts in notes.values()}) < 2:
+        return None  # one group: a mismatch torch's check reports itself, or ranks that finished early
+    return notes
+
+
+def _group_mismatch_error(procs, run_dir, notes) -> CollectiveMismatchError:
+    stuck = _stacks(procs, run_dir, list(notes))
+    calls = {}
+    for r, (_, _, op, _, group, what) in sorted(notes.items()):
+        line = stuck[r].split(", called from ", 1)[1] if ", called from " in stuck[r] else ""
+        calls[r] = f"{op}({what}) on {group}" + (f", called from {line}" if line else "")
+    a, b = sorted(notes)[:2]
+    summary = (f"rank {a} called {notes[a][2]} on {notes[a][4]} while rank {b} called {notes[b][2]} on "
+               f"{notes[b][4]}: every rank must call each collective on the same group, so these wait for "
+               "each other forever")
+    return CollectiveMismatchError(a, summary, calls, "")
+
+
+def _stacks(procs, run_dir, ranks) -> dict[int, str]:
+    """Where each of ``ranks`` is now: its torch.distributed call and the learner's line, from its stack."""
+    for r in ranks:
         try:
             os.kill(procs[r].pid, signal.SIGUSR1)
         except ProcessLookupError:
@@ -572,12 +667,21 @@ def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
     stacks: dict[int, str] = {}
     deadline = time.time() + 3.0
     while True:
-        stacks = {r: _read(os.path.join(run_dir, f"rank{r}.stack")) for r in stuck_ranks}
-        if all("in _worker_main" in text for text in stacks.values()) or time.time() > deadline:
+        stacks = {r: _read(os.path.join(run_dir, f"rank{r}.stack")) for r in ranks}
+        exited = {r for r in ranks if procs[r].exitcode is not None}
+        if all("in _worker_main" in stacks[r] or r in exited for r in ranks) or time.time() > deadline:
             break
         time.sleep(0.05)
-    stuck = {r: where_stuck(text) for r, text in stacks.items()}
-    return DeadlockError(timeout, stuck, sorted(finished))
+    where = {r: where_stuck(text) for r, text in stacks.items()}
+    for r, e in _errors(run_dir, [r for r in ranks if "in _worker_main" not in stacks[r]]).items():
+        line = user_line(e["traceback"])  # a rank that ended meanwhile (e.g. its peer went): its last call
+        where[r] = f"ended with {e['exc_type']}" + (f", called from {line}" if line else "")
+    return where
+
+
+def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
+    stuck_ranks = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
+    return DeadlockError(timeout, _stacks(procs, run_dir, stuck_ranks), sorted(finished))
 
 
 # In a notebook kernel, warm the forkserver while the learner reads. Not in scripts, tests'

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
 import torch
+from jupyter_client.manager import start_new_kernel
 
 from course_lib import comm
 from course_lib.launcher import launch
@@ -20,20 +22,16 @@ import time, json, torch  # a course notebook has imported torch before its firs
 from course_lib.launcher import launch
 def trivial(rank, world_size):
     return rank
-out = {}
+out = []
 for n in %(sizes)r:
-    times = []
     for i in range(%(repeats)d):
-        t = time.perf_counter(); launch(trivial, n); times.append(time.perf_counter() - t)
-    out[n] = times
+        t = time.perf_counter(); launch(trivial, n); out.append((n, time.perf_counter() - t))
 print("BENCH" + json.dumps(out))
 """
 
 
 def _in_kernel(code: str, timeout: float = 300) -> str:
     """Run ``code`` in a fresh IPython kernel (as a notebook would) and return its stdout."""
-    from jupyter_client.manager import start_new_kernel
-
     km, kc = start_new_kernel(kernel_name="python3")
     try:
         chunks: list[str] = []
@@ -52,30 +50,35 @@ def _in_kernel(code: str, timeout: float = 300) -> str:
 
 
 def bench_launch(kernels: int = 3, repeats: int = 10, sizes: tuple[int, ...] = (1, 2, 4)) -> list[dict]:
-    """Median wall time of ``launch(trivial, n)`` from a notebook kernel: first launch, later ones.
+    """Wall time of ``launch(trivial, n)`` from fresh notebook kernels, by position in the kernel.
 
-    The first launch in a kernel starts the forkserver (one import of torch); later launches
-    fork from it. Each of ``kernels`` fresh kernels gives one first-launch sample per size
-    (the first size's includes the forkserver start, as a learner's first cell does).
+    The 1st launch in a kernel starts the forkserver (one import of torch); the 2nd is the one
+    that would wait if the 1st had left slow work behind (the fully preloaded forkserver warms
+    up in the background meanwhile); later launches fork from a warm server. Each position is
+    reported on its own, with its slowest sample, so that one stalled launch cannot hide in a
+    median. Each kernel runs ``repeats`` launches per size, rotating which size goes first.
     """
-    firsts: dict[int, list[float]] = {n: [] for n in sizes}
+    by_position: dict[str, list[tuple[int, float]]] = {"1st": [], "2nd": [], "3rd": []}
     later: dict[int, list[float]] = {n: [] for n in sizes}
     for k in range(kernels):
-        # Rotate which size goes first, so each size is measured as the kernel's first launch.
         order = sizes[k % len(sizes):] + sizes[:k % len(sizes)]
         text = _in_kernel(KERNEL_CODE % dict(sizes=list(order), repeats=repeats))
         line = next((ln for ln in text.splitlines() if ln.startswith("BENCH")), None)
         if line is None:
             raise RuntimeError(f"benchmark kernel failed:\n{text}")
-        data = {int(n): v for n, v in json.loads(line[5:]).items()}
-        firsts[order[0]].append(data[order[0]][0])
-        for n in sizes:
-            later[n].extend(data[n][1:])
+        for i, (n, t) in enumerate(json.loads(line[5:])):
+            if i < 3:
+                by_position[("1st", "2nd", "3rd")[i]].append((n, t))
+            else:
+                later[n].append(t)
     rows = []
+    for position, samples in by_position.items():
+        times = [t for _, t in samples]
+        rows.append(dict(launch=position, ranks="/".join(str(n) for n in sorted({n for n, _ in samples})),
+                         samples=len(times), median_s=statistics.median(times), max_s=max(times)))
     for n in sizes:
-        rows.append(dict(ranks=n, first_s=statistics.median(firsts[n]) if firsts[n] else float("nan"),
-                         first_samples=len(firsts[n]), later_median_s=statistics.median(later[n]),
-                         later_p90_s=sorted(later[n])[int(0.9 * (len(later[n]) - 1))]))
+        rows.append(dict(launch="later", ranks=str(n), samples=len(later[n]), median_s=statistics.median(later[n]),
+                         max_s=max(later[n])))
     return rows
 
 
@@ -84,13 +87,16 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--skip-launch", action="store_true", help="only measure what the checks cost")
     a = ap.parse_args(argv)
     t = time.time()
-    rows = bench_launch(a.kernels, a.repeats)
-    print(f"launch(trivial, n) from a notebook kernel; {a.kernels} fresh kernels x {a.repeats} launches")
-    print(format_table(rows, {"first_s": "{:.3f}", "later_median_s": "{:.3f}", "later_p90_s": "{:.3f}"}))
-    print("goals on 2 cores: later 4-rank launch < 0.3 s, first launch < 3 s")
-    print("\nWhat checking collectives across ranks costs (launch(check_collectives=...)), median all_reduce:")
+    print(f"machine load (1, 5, 15 min): {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    if not a.skip_launch:
+        rows = bench_launch(a.kernels, a.repeats)
+        print(f"launch(trivial, n) from a notebook kernel; {a.kernels} fresh kernels x {a.repeats} launches per size")
+        print(format_table(rows, {"median_s": "{:.3f}", "max_s": "{:.3f}"}))
+        print("goals on 2 quiet cores: 1st launch < 3 s, 2nd < 1 s, later 4-rank launches < 0.3 s")
+    print("\nWhat check_collectives costs (launch(check_collectives=...)), median time of one call:")
     print(format_table(check_overhead(), {"unchecked_ms": "{:.2f}", "checked_ms": "{:.2f}", "ratio": "{:.2f}"}))
     print(f"(benchmark took {time.time() - t:.0f} s)")
 
@@ -107,16 +113,34 @@ def _time_all_reduce(rank: int, world_size: int, numel: int, repeats: int) -> fl
     return statistics.median(times[1:])
 
 
+def _time_send_recv(rank: int, world_size: int, numel: int, repeats: int) -> float:
+    """Median seconds of one blocking send (rank 0) / recv (rank 1) of ``numel`` float32, round trip halved."""
+    x = torch.ones(numel)
+    times = []
+    for _ in range(repeats + 1):
+        comm.barrier()
+        t = time.perf_counter()
+        if rank == 0:
+            comm.send(x, 1)
+            comm.recv(x, 1)
+        elif rank == 1:
+            comm.recv(x, 0)
+            comm.send(x, 0)
+        times.append((time.perf_counter() - t) / 2)
+    return statistics.median(times[1:])
+
+
 def check_overhead(sizes: tuple[int, ...] = (2, 4), numels: tuple[int, ...] = (1, 1 << 24),
                    repeats: int = 20) -> list[dict]:
-    """What ``check_collectives`` costs: one all_reduce with and without the check, per p and size."""
+    """What ``check_collectives`` costs: one all_reduce, and one message (send/recv with its header),
+    with and without the check, per number of ranks and size."""
     rows = []
-    for p in sizes:
-        for n in numels:
-            reps = repeats if n < (1 << 20) else max(3, repeats // 4)
-            t = {check: statistics.median(launch(_time_all_reduce, p, numel=n, repeats=reps,
-                                                 check_collectives=check, timeout=300))
-                 for check in (False, True)}
-            rows.append(dict(ranks=p, elements=n, unchecked_ms=1e3 * t[False], checked_ms=1e3 * t[True],
-                             ratio=t[True] / t[False]))
+    cases = [("all_reduce", _time_all_reduce, p, n) for p in sizes for n in numels]
+    cases.append(("send/recv", _time_send_recv, 2, 1))
+    for op, timed, p, n in cases:
+        reps = repeats if n < (1 << 20) else max(3, repeats // 4)
+        t = {check: statistics.median(launch(timed, p, numel=n, repeats=reps, check_collectives=check, timeout=300)[:2])
+             for check in (False, True)}
+        rows.append(dict(op=op, ranks=p, elements=n, unchecked_ms=1e3 * t[False], checked_ms=1e3 * t[True],
+                         ratio=t[True] / t[False]))
     return rows
