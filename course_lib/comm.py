@@ -144,33 +144,34 @@ def check_raw_point_to_point(exchange_headers: bool = False) -> None:
     originals = {name: getattr(dist, name) for name in ("send", "recv", "isend", "irecv")}
     isend0, irecv0 = originals["isend"], originals["irecv"]
 
-    def checked_isend(tensor, dst=None, group=None, tag=0, group_dst=None):
-        _check_raw_peer("isend", "dst", dst, group)
+    def p2p(name: str, tensor, peer, group, tag, group_peer):
+        sending = name.endswith("send")
+        _check_raw_peer(name, "dst" if sending else "src", peer, group)
         if not _exchange_headers:
-            return isend0(tensor, dst, group, tag, group_dst=group_dst)
-        return _send_with_header(isend0, tensor, dst, group, tag, group_dst)
+            extra = {"group_dst" if sending else "group_src": group_peer}
+            return originals[name](tensor, peer, group, tag, **extra)
+        if sending:
+            work = _send_with_header(isend0, tensor, peer, group, tag, group_peer)
+        else:
+            work = _CheckedRecv(irecv0, tensor, peer, group, tag, group_peer)
+        if name.startswith("i"):
+            return work
+        if work is not None:  # blocking: wait here, as dist.send / dist.recv do
+            work.wait()
+        return None if sending else work.sender
+
+    # The signatures of torch's own, so that calls by keyword (dst=, group_src=...) keep working.
+    def checked_isend(tensor, dst=None, group=None, tag=0, group_dst=None):
+        return p2p("isend", tensor, dst, group, tag, group_dst)
 
     def checked_send(tensor, dst=None, group=None, tag=0, group_dst=None):
-        _check_raw_peer("send", "dst", dst, group)
-        if not _exchange_headers:
-            return originals["send"](tensor, dst, group, tag, group_dst=group_dst)
-        work = _send_with_header(isend0, tensor, dst, group, tag, group_dst)
-        if work is not None:
-            work.wait()
+        return p2p("send", tensor, dst, group, tag, group_dst)
 
     def checked_irecv(tensor, src=None, group=None, tag=0, group_src=None):
-        _check_raw_peer("irecv", "src", src, group)
-        if not _exchange_headers:
-            return irecv0(tensor, src, group, tag, group_src=group_src)
-        return _CheckedRecv(irecv0, tensor, src, group, tag, group_src)
+        return p2p("irecv", tensor, src, group, tag, group_src)
 
     def checked_recv(tensor, src=None, group=None, tag=0, group_src=None):
-        _check_raw_peer("recv", "src", src, group)
-        if not _exchange_headers:
-            return originals["recv"](tensor, src, group, tag, group_src=group_src)
-        work = _CheckedRecv(irecv0, tensor, src, group, tag, group_src)
-        work.wait()
-        return work.sender
+        return p2p("recv", tensor, src, group, tag, group_src)
 
     for name, checked in (("send", checked_send), ("recv", checked_recv), ("isend", checked_isend),
                           ("irecv", checked_irecv)):
@@ -315,6 +316,14 @@ def _collective(op: str, nbytes: int) -> float:
     return time.perf_counter()
 
 
+def _counted(op: str, nbytes: int, async_op: bool, call) -> object:
+    """Count ``op`` and run ``call()``; a blocking call also goes into the timeline."""
+    t0 = _collective(op, nbytes)
+    work = call()
+    _record(op, nbytes, t0, None if async_op else time.perf_counter())
+    return work
+
+
 # ----------------------------------------------------------------------------- point to point
 # When the launcher checks collectives across ranks, the checked process group numbers every call
 # it carries, messages included; ranks that send different numbers of messages (a pipeline stage,
@@ -423,19 +432,15 @@ def _noted(fn):
 def broadcast(tensor: torch.Tensor, src: int, group=None, async_op: bool = False):
     _check_tensor("broadcast", tensor)
     _check_peer("broadcast", "src", src, group, allow_self=True)
-    t0 = _collective("broadcast", _nbytes(tensor))
-    w = dist.broadcast(tensor, src, group=group, async_op=async_op)
-    _record("broadcast", _nbytes(tensor), t0, None if async_op else time.perf_counter())
-    return w
+    return _counted("broadcast", _nbytes(tensor), async_op,
+                    lambda: dist.broadcast(tensor, src, group=group, async_op=async_op))
 
 
 @_noted
 def all_reduce(tensor: torch.Tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
     _check_tensor("all_reduce", tensor)
-    t0 = _collective("all_reduce", _nbytes(tensor))
-    w = dist.all_reduce(tensor, op=op, group=group, async_op=async_op)
-    _record("all_reduce", _nbytes(tensor), t0, None if async_op else time.perf_counter())
-    return w
+    return _counted("all_reduce", _nbytes(tensor), async_op,
+                    lambda: dist.all_reduce(tensor, op=op, group=group, async_op=async_op))
 
 
 @_noted
@@ -459,10 +464,8 @@ def all_gather_single(output: torch.Tensor, input: torch.Tensor, group=None, asy
     """``output = cat(input of rank 0, ..., input of rank p-1)``: torch 2.13's name for
     ``all_gather_into_tensor``."""
     _check_sizes("all_gather_single", input, output, group, "input", "output")
-    t0 = _collective("all_gather_single", _nbytes(input))
-    w = dist.all_gather_single(output, input, group=group, async_op=async_op)
-    _record("all_gather_single", _nbytes(input), t0, None if async_op else time.perf_counter())
-    return w
+    return _counted("all_gather_single", _nbytes(input), async_op,
+                    lambda: dist.all_gather_single(output, input, group=group, async_op=async_op))
 
 
 @_noted
@@ -470,15 +473,14 @@ def all_gather_into_tensor(output: torch.Tensor, input: torch.Tensor, group=None
     """The pre-2.13 name of :func:`all_gather_single` (same operation, without torch's
     deprecation warning printed by every rank)."""
     _check_sizes("all_gather_into_tensor", input, output, group, "input", "output")
-    t0 = _collective("all_gather_into_tensor", _nbytes(input))
-    w = dist.all_gather_single(output, input, group=group, async_op=async_op)
-    _record("all_gather_into_tensor", _nbytes(input), t0, None if async_op else time.perf_counter())
-    return w
+    return _counted("all_gather_into_tensor", _nbytes(input), async_op,
+                    lambda: dist.all_gather_single(output, input, group=group, async_op=async_op))
 
 
 @_noted
 def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, dst: int = 0,
            group=None, async_op: bool = False):
+    """Rank ``dst`` receives every rank's ``tensor`` into ``gather_list``; counted: ``tensor``."""
     _check_rooted("gather", tensor, "dst", dst, gather_list, "gather_list", group)
     _collective("gather", _nbytes(tensor))
     return dist.gather(tensor, gather_list, dst=dst, group=group, async_op=async_op)
@@ -487,6 +489,8 @@ def gather(tensor: torch.Tensor, gather_list: list[torch.Tensor] | None = None, 
 @_noted
 def scatter(tensor: torch.Tensor, scatter_list: list[torch.Tensor] | None = None, src: int = 0,
             group=None, async_op: bool = False):
+    """Rank r receives ``scatter_list[r]`` of rank ``src`` into ``tensor``; counted: the list
+    (its bytes on the root, 0 elsewhere)."""
     _check_rooted("scatter", tensor, "src", src, scatter_list, "scatter_list", group)
     _collective("scatter", _nbytes(scatter_list))
     return dist.scatter(tensor, scatter_list, src=src, group=group, async_op=async_op)
@@ -509,10 +513,8 @@ def reduce_scatter_single(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
     """``output = chunk r of (sum over ranks of input)`` on rank r: torch 2.13's name for
     ``reduce_scatter_tensor``. gloo runs it as a full all-reduce (twice a ring's traffic)."""
     _check_sizes("reduce_scatter_single", output, input, group, "output", "input")
-    t0 = _collective("reduce_scatter_single", _nbytes(input))
-    w = dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
-    _record("reduce_scatter_single", _nbytes(input), t0, None if async_op else time.perf_counter())
-    return w
+    return _counted("reduce_scatter_single", _nbytes(input), async_op,
+                    lambda: dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op))
 
 
 @_noted
@@ -520,10 +522,8 @@ def reduce_scatter_tensor(output: torch.Tensor, input: torch.Tensor, op=ReduceOp
                           group=None, async_op: bool = False):
     """The pre-2.13 name of :func:`reduce_scatter_single` (same operation, no warning)."""
     _check_sizes("reduce_scatter_tensor", output, input, group, "output", "input")
-    t0 = _collective("reduce_scatter_tensor", _nbytes(input))
-    w = dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op)
-    _record("reduce_scatter_tensor", _nbytes(input), t0, None if async_op else time.perf_counter())
-    return w
+    return _counted("reduce_scatter_tensor", _nbytes(input), async_op,
+                    lambda: dist.reduce_scatter_single(output, input, op=op, group=group, async_op=async_op))
 
 
 @_noted

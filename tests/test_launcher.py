@@ -176,7 +176,8 @@ def _run_and_stop(tmp_path, sig) -> tuple[subprocess.Popen, list[int]]:
     p = subprocess.Popen([PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 30
-    while len(list(tmp_path.glob("pid*"))) < 3 and time.time() < deadline:
+    # a pid file may be seen before its number is written: wait for three complete ones
+    while sum(f.read_text().strip().isdigit() for f in tmp_path.glob("pid*")) < 3 and time.time() < deadline:
         time.sleep(0.1)
     pids = [int(f.read_text()) for f in tmp_path.glob("pid*")]
     assert len(pids) == 3 and all(psutil.pid_exists(x) for x in pids)

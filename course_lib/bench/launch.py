@@ -101,32 +101,31 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(benchmark took {time.time() - t:.0f} s)")
 
 
-def _time_all_reduce(rank: int, world_size: int, numel: int, repeats: int) -> float:
-    """Median seconds of one all_reduce of ``numel`` float32 on this rank (after a warm-up call)."""
+def _all_reduce_once(rank: int, x: torch.Tensor) -> None:
+    comm.all_reduce(x)
+
+
+def _ping_pong_halved(rank: int, x: torch.Tensor) -> None:
+    """Rank 0 sends to rank 1, which sends back; the caller halves the time."""
+    if rank == 0:
+        comm.send(x, 1)
+        comm.recv(x, 1)
+    elif rank == 1:
+        comm.recv(x, 0)
+        comm.send(x, 0)
+
+
+def _timed(rank: int, world_size: int, numel: int, repeats: int, op: str) -> float:
+    """Median seconds of one ``op`` on ``numel`` float32 on this rank (after a warm-up call):
+    ``"all_reduce"``, or ``"send/recv"`` (a blocking round trip between ranks 0 and 1, halved)."""
     x = torch.ones(numel)
+    call, share = {"all_reduce": (_all_reduce_once, 1), "send/recv": (_ping_pong_halved, 2)}[op]
     times = []
     for _ in range(repeats + 1):
         comm.barrier()
         t = time.perf_counter()
-        comm.all_reduce(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])
-
-
-def _time_send_recv(rank: int, world_size: int, numel: int, repeats: int) -> float:
-    """Median seconds of one blocking send (rank 0) / recv (rank 1) of ``numel`` float32, round trip halved."""
-    x = torch.ones(numel)
-    times = []
-    for _ in range(repeats + 1):
-        comm.barrier()
-        t = time.perf_counter()
-        if rank == 0:
-            comm.send(x, 1)
-            comm.recv(x, 1)
-        elif rank == 1:
-            comm.recv(x, 0)
-            comm.send(x, 0)
-        times.append((time.perf_counter() - t) / 2)
+        call(rank, x)
+        times.append((time.perf_counter() - t) / share)
     return statistics.median(times[1:])
 
 
@@ -135,11 +134,11 @@ def check_overhead(sizes: tuple[int, ...] = (2, 4), numels: tuple[int, ...] = (1
     """What ``check_collectives`` costs: one all_reduce, and one message (send/recv with its header),
     with and without the check, per number of ranks and size."""
     rows = []
-    cases = [("all_reduce", _time_all_reduce, p, n) for p in sizes for n in numels]
-    cases.append(("send/recv", _time_send_recv, 2, 1))
-    for op, timed, p, n in cases:
+    cases = [("all_reduce", p, n) for p in sizes for n in numels] + [("send/recv", 2, 1)]
+    for op, p, n in cases:
         reps = repeats if n < (1 << 20) else max(3, repeats // 4)
-        t = {check: statistics.median(launch(timed, p, numel=n, repeats=reps, check_collectives=check, timeout=300)[:2])
+        t = {check: statistics.median(launch(_timed, p, numel=n, repeats=reps, op=op, check_collectives=check,
+                                             timeout=300)[:2])
              for check in (False, True)}
         rows.append(dict(op=op, ranks=p, elements=n, unchecked_ms=1e3 * t[False], checked_ms=1e3 * t[True],
                          ratio=t[True] / t[False]))
