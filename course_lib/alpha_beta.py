@@ -10,6 +10,7 @@ alpha and beta by least squares, and predict each all-reduce algorithm's time wi
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,14 @@ class AlphaBeta:
 
     alpha: float
     beta: float
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"AlphaBeta: {name} must be a finite number >= 0 (seconds"
+                                 f"{'' if name == 'alpha' else ' per byte'}), got {value!r}; "
+                                 "fit one with fit_alpha_beta(nbytes, seconds)")
 
     def time(self, nbytes: float) -> float:
         """Predicted seconds for one message of ``nbytes``: ``alpha + nbytes * beta``."""
@@ -151,10 +160,13 @@ def predict(algorithm: str, nbytes: float, p: int, model: AlphaBeta, cores: int 
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
     if not isinstance(p, int) or p < 1:
         raise ValueError(f"p must be an int >= 1, got {p!r}")
-    if nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-    if cores is not None and cores < 1:
-        raise ValueError(f"cores must be >= 1, got {cores}")
+    if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Real) or not math.isfinite(nbytes) or nbytes < 0:
+        raise ValueError(f"predict: nbytes must be a finite number >= 0 (the message size in bytes), got {nbytes!r}")
+    if not isinstance(model, AlphaBeta):
+        raise TypeError(f"predict: model must be an AlphaBeta(alpha, beta), got {type(model).__name__}; "
+                        "fit one with fit_alpha_beta(nbytes, seconds)")
+    if cores is not None and (isinstance(cores, bool) or not isinstance(cores, numbers.Real) or not cores >= 1):
+        raise ValueError(f"predict: cores must be a number >= 1 (or None: one core per rank), got {cores!r}")
     if p == 1:
         return 0.0
     a = model.alpha

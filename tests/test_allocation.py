@@ -13,7 +13,7 @@ from scipy.optimize import OptimizeResult
 from course_lib.allocation import (
     OBJECTIVES, Device, InfeasibleError, Links, Module, Problem, chain_dp, comm_time, cost,
     device_load, exhaustive_all, exhaustive_contiguous, greedy_seed, is_feasible, latency,
-    milp_assign, pipeline_time, q_learning, random_problem, seed_example, time_per_microbatch,
+    milp_assign, pipeline_time, q_learning, random_problem, seed_example, stages, time_per_microbatch,
 )
 from course_lib.allocation.generate import KINDS, stress_problem
 from course_lib.allocation import milp as milp_module
@@ -406,10 +406,20 @@ def _p():
     (lambda: flow_shop([1.0, 2.0], 2.5), "flow_shop: n_microbatches must be a whole number"),
     (lambda: flow_shop([1.0, float("nan")], 2), r"stage_times\[1\] must be finite"),
     (lambda: stress_problem("huge", 3, 2, 0), "kind must be one of"),
+    (lambda: stages((0, 0.5, 1)), r"stages: x\[1\] \(the device of module 1\) must be a whole number"),
+    (lambda: seed_example(t12=-1), "seed_example: t12 must be >= 0"),
+    (lambda: seed_example(bandwidth=0.0), "seed_example: bandwidth must be a number > 0"),
 ])
 def test_bad_arguments_are_named_in_the_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("fn", [latency, exhaustive_all, greedy_seed, chain_dp, milp_assign, q_learning])
+def test_a_non_problem_is_named(fn):
+    args = ((0, 1),) if fn is latency else ("latency",)
+    with pytest.raises(TypeError, match=f"{fn.__name__}: expected a course_lib.allocation.Problem, got str"):
+        fn("p", *args)
 
 
 def test_values_are_stored_as_floats_and_messages_read_well():

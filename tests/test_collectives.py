@@ -233,6 +233,22 @@ def test_predictions_follow_the_formulas():
         predict("butterfly", 1, 2, m)
 
 
+@pytest.mark.parametrize("call, names", [
+    (lambda: AlphaBeta(-1, 1), "alpha must be a finite number >= 0"),
+    (lambda: AlphaBeta(float("nan"), 1e-9), "alpha must be a finite number >= 0"),
+    (lambda: AlphaBeta(1e-6, float("inf")), "beta must be a finite number >= 0"),
+    (lambda: predict("ring", float("nan"), 4, AlphaBeta(1e-6, 1e-9)), "nbytes must be a finite number"),
+    (lambda: predict("ring", 8, 4, None), "model must be an AlphaBeta"),
+    (lambda: predict("ring", 8, 4, AlphaBeta(1e-6, 1e-9), cores=0), "cores must be a number >= 1"),
+    (lambda: C.rabenseifner_bytes_sent(10, 4, 0.5), "rank must be in \\[0, 4\\) \\(an int\\), got 0.5"),
+    (lambda: C.rabenseifner_bytes_sent(10, True, 0), "p must be an int >= 1"),
+    (lambda: C.rabenseifner_bytes_sent(-1, 4, 0), "rabenseifner_bytes_sent: n must be an int >= 0"),
+])
+def test_alpha_beta_and_byte_counts_name_the_bad_argument(call, names):
+    with pytest.raises((ValueError, TypeError), match=names):
+        call()
+
+
 def _default_pieces(rank: int, p: int, n: int) -> bool:
     x = _input(rank, n, "int")
     C.ring_all_reduce(x)  # default pieces: two per chunk here (chunks of ~200 kB)

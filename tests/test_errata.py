@@ -2,6 +2,7 @@
 seed's DDP code run as written (chapter 4)."""
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -45,6 +46,43 @@ def test_chapter3_table_gives_the_trees_bytes_as_measured():
     assert len(rows) == 1
     bytes_cell = rows[0].split("|")[3]
     assert "up to $\\lceil\\log_2 p\\rceil n$" in bytes_cell and "2\\lceil" not in bytes_cell
+
+
+def _placement_class_slips(text: str) -> list[str]:
+    """What is wrong in `text` about the placement problem's class and why it is NP-hard."""
+    flat = " ".join(text.replace("*", "").split())
+    slips = []
+    for need in ("uniformly related", "Q||Cmax", "P||Cmax", "special case"):
+        if need not in flat:
+            slips.append(f"does not say {need!r}")
+    # the one right use of "unrelated": Q||Cmax is a special case of R||Cmax (an inclusion upward)
+    if flat.count("unrelated") != flat.count("special case of unrelated machines, R||Cmax"):
+        slips.append("calls the placement problem 'unrelated machines' (one speed per device: Q||Cmax)")
+    # hardness comes downward: P||Cmax is a special case of ours, so a solver for ours solves it
+    if not re.search(r"(solver|algorithm|method) for (our problem|ours) (would )?solves?", flat):
+        slips.append("does not say that a solver for our problem solves P||Cmax (the reduction's direction)")
+    if re.search(r"(contains|reduces? to|special case of)[^.;:]{0,40}\b(R\|\|Cmax|unrelated)[^.]*NP-hard", flat) \
+            or re.search(r"NP-hard[^.]{0,60}(contains|reduces? to)[^.]{0,40}(R\|\|Cmax|unrelated)", flat):
+        slips.append("derives NP-hardness from unrelated machines (backwards)")
+    return slips
+
+
+def test_placement_problem_is_uniformly_related_machines_and_hard_via_identical_ones():
+    # slip 4: exercise 01 Q3, SEED_NOTES.md and milp.py once said "makespan on unrelated machines"
+    def q3(folder: str) -> str:
+        nb = json.loads((ROOT / folder / "01_allocation.ipynb").read_text(encoding="utf-8"))
+        return next("".join(c["source"]) for c in nb["cells"]
+                    if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("## Q3"))
+    milp_doc = ast.get_docstring(ast.parse((ROOT / "course_lib" / "allocation" / "milp.py").read_text(encoding="utf-8")))
+    texts = {"solutions Q3": q3("solutions"), "exercises Q3": q3("exercises"), "milp.py": milp_doc,
+             "SEED_NOTES.md": (ROOT / "course_lib" / "allocation" / "SEED_NOTES.md").read_text(encoding="utf-8")}
+    for where, text in texts.items():
+        assert not _placement_class_slips(text), (where, _placement_class_slips(text))
+    # the slip as it once read is caught
+    old = ("Without communication, minimising the time per micro-batch under memory limits is scheduling on "
+           "unrelated machines with capacities, NP-hard in general; it contains bin packing and makespan on "
+           "unrelated machines (Lenstra, Shmoys & Tardos 1990).")
+    assert any("unrelated" in slip for slip in _placement_class_slips(old))
 
 
 def test_seed_ddp_loop_as_written_and_its_bugs():

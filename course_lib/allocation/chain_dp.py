@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from .cost import MEMORY_RTOL, Objective, check_objective, cost, fits
-from .problem import Problem, check_int
+from .problem import Problem, check_int, check_problem
 from .solution import InfeasibleError, Solution, no_fit_message
 
 
@@ -41,6 +41,7 @@ def chain_dp(problem: Problem, objective: Objective, order: Sequence[int] | None
     0..n-1, in that order; a device may receive no layers). See the module docstring for the
     recurrence. Raises InfeasibleError if no contiguous partition fits in memory.
     """
+    check_problem(problem, "chain_dp")
     check_objective(objective)
     if not problem.is_chain:
         raise ValueError("chain_dp needs a layer chain, but the problem has extra_traffic between "

@@ -29,7 +29,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .problem import MEMORY_RTOL, Problem, check_int, check_number, fits  # noqa: F401 (re-exported)
+from .problem import MEMORY_RTOL, Problem, check_int, check_number, check_problem, fits  # noqa: F401 (re-exported)
 
 Objective = Literal["latency", "bottleneck"]
 OBJECTIVES: tuple[Objective, ...] = ("latency", "bottleneck")
@@ -47,6 +47,7 @@ def comm_time(problem: Problem, nbytes: float, d: int, e: int) -> float:
     The alpha-beta (latency-bandwidth) model of Hockney 1994, "The communication challenge
     for MPP", Parallel Computing 20(3). A zero-byte message is no message at all.
     """
+    check_problem(problem, "comm_time")
     nbytes = check_number(nbytes, "comm_time: nbytes", "give the message size in bytes")
     if nbytes < 0:
         raise ValueError(f"comm_time: nbytes must be >= 0, got {nbytes!r}; a message cannot have "
@@ -62,23 +63,27 @@ def comm_time(problem: Problem, nbytes: float, d: int, e: int) -> float:
 
 def memory_use(problem: Problem, x: Sequence[int]) -> np.ndarray:
     """U_d = sum_{j: x_j = d} m_j [bytes], one entry per device."""
+    check_problem(problem, "memory_use")
     x = problem.check_assignment(x)
     return np.bincount(x, weights=problem.m, minlength=problem.n)
 
 
 def is_feasible(problem: Problem, x: Sequence[int]) -> bool:
     """Memory feasibility: U_d <= M_d for every device d."""
+    check_problem(problem, "is_feasible")
     return bool(np.all(fits(memory_use(problem, x), problem.M)))
 
 
 def compute_time(problem: Problem, x: Sequence[int]) -> np.ndarray:
     """C_d = sum_{j: x_j = d} w_j / s_d [s per input], one entry per device."""
+    check_problem(problem, "compute_time")
     x = problem.check_assignment(x)
     return np.bincount(x, weights=problem.w, minlength=problem.n) / problem.s
 
 
 def send_time(problem: Problem, x: Sequence[int]) -> np.ndarray:
     """S_d = sum over messages (j,l) leaving d of alpha_{d,x_l} + T_jl / B_{d,x_l} [s per input]."""
+    check_problem(problem, "send_time")
     x = problem.check_assignment(x)
     S = np.zeros(problem.n)
     for j, l, b in problem.edges:
@@ -88,6 +93,7 @@ def send_time(problem: Problem, x: Sequence[int]) -> np.ndarray:
 
 def device_load(problem: Problem, x: Sequence[int]) -> np.ndarray:
     """L_d = C_d + S_d [s per input]: how long device d is busy for one input."""
+    check_problem(problem, "device_load")
     return compute_time(problem, x) + send_time(problem, x)
 
 
@@ -98,6 +104,7 @@ def latency(problem: Problem, x: Sequence[int]) -> float:
     predecessor; for a DAG with parallel branches it is the time of the serial schedule
     (an upper bound on the critical path). Ignores memory; see `cost` for that.
     """
+    check_problem(problem, "latency")
     return float(device_load(problem, x).sum())
 
 
@@ -108,11 +115,13 @@ def time_per_microbatch(problem: Problem, x: Sequence[int]) -> float:
     busiest device (the bottleneck stage) sets the period (GPipe, Huang et al. NeurIPS 2019;
     PipeDream, Narayanan et al. SOSP 2019 use the same bottleneck criterion). Ignores memory.
     """
+    check_problem(problem, "time_per_microbatch")
     return float(device_load(problem, x).max())
 
 
 def cost(problem: Problem, x: Sequence[int], objective: Objective) -> float:
     """The objective value of x, or +inf if x breaks a memory limit (U_d > M_d)."""
+    check_problem(problem, "cost")
     check_objective(objective)
     if not is_feasible(problem, x):
         return float("inf")
@@ -121,6 +130,9 @@ def cost(problem: Problem, x: Sequence[int], objective: Objective) -> float:
 
 def stages(x: Sequence[int]) -> list[tuple[int, int, int]]:
     """Maximal runs of equal device: [(start, stop, device)], modules start..stop-1 on device."""
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__"):
+        raise ValueError(f"stages: x must be a sequence of device indices (one per module), got {x!r}")
+    x = [check_int(d, f"stages: x[{j}] (the device of module {j})", 0) for j, d in enumerate(x)]
     runs: list[tuple[int, int, int]] = []
     for j, d in enumerate(x):
         if runs and runs[-1][2] == d:
@@ -139,6 +151,7 @@ def pipeline_time(problem: Problem, x: Sequence[int], n_microbatches: int) -> fl
     the time per micro-batch tends to max_s t_s as N grows. Needs a chain where each device
     holds one contiguous block of modules (a real pipeline); raises ValueError otherwise.
     """
+    check_problem(problem, "pipeline_time")
     x = problem.check_assignment(x)
     n_microbatches = check_int(n_microbatches, "pipeline_time: n_microbatches", 1,
                                "give how many micro-batches go through, e.g. 8")

@@ -12,7 +12,7 @@ import time
 from typing import Iterable
 
 from .cost import Objective, check_objective, cost
-from .problem import Problem
+from .problem import Problem, check_problem
 from .solution import InfeasibleError, Solution, no_fit_message
 
 MAX_CANDIDATES = 2_000_000
@@ -35,6 +35,7 @@ def _best(problem: Problem, candidates: Iterable[tuple[int, ...]], objective: Ob
 
 def exhaustive_all(problem: Problem, objective: Objective) -> Solution:
     """min over all n^k assignments x in {0..n-1}^k of cost(x)."""
+    check_problem(problem, "exhaustive_all")
     check_objective(objective)
     if problem.n ** problem.k > MAX_CANDIDATES:
         raise ValueError(f"{problem.n}^{problem.k} assignments is too many to enumerate; "
@@ -50,6 +51,7 @@ def exhaustive_contiguous(problem: Problem, objective: Objective) -> Solution:
     device taking one (possibly empty) contiguous block of layers; there are C(k+n-1, n-1)
     of them, which `combinations_with_replacement` yields in sorted order.
     """
+    check_problem(problem, "exhaustive_contiguous")
     check_objective(objective)
     if math.comb(problem.k + problem.n - 1, problem.n - 1) > MAX_CANDIDATES:
         raise ValueError("too many contiguous partitions to enumerate; use chain_dp")

@@ -51,6 +51,13 @@ def seed_example(t12: float = 0.0, bandwidth: float = np.inf) -> Problem:
     message from module 1 to module 2 is `t12` bytes over a link of `bandwidth` bytes/s with
     no latency; the defaults (no traffic) reproduce the seed's numbers.
     """
+    t12 = check_number(t12, "seed_example: t12 (bytes from module 1 to module 2)", "give a size in bytes >= 0")
+    if t12 < 0:
+        raise ValueError(f"seed_example: t12 must be >= 0 bytes, got {t12!r}; a message cannot have negative size")
+    if isinstance(bandwidth, (bool, np.bool_)) or not isinstance(bandwidth, (int, float, np.floating, np.integer)) \
+            or np.isnan(bandwidth) or not bandwidth > 0:
+        raise ValueError(f"seed_example: bandwidth must be a number > 0 bytes/s (np.inf for a free link), "
+                         f"got {bandwidth!r}")
     devices = (Device("device1", 10.0, 1.0), Device("device2", 5.0, 1.0))
     modules = (Module("module1", 8.0, 0.1, 0.0, t12), Module("module2", 4.0, 0.1, 0.0, 0.0))
     return Problem(devices, modules, Links.uniform(2, bandwidth, 0.0))

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from .cost import Objective, check_objective, cost, fits
-from .problem import Problem
+from .problem import Problem, check_problem
 from .solution import Solution
 
 
@@ -28,6 +28,7 @@ def greedy_seed(problem: Problem, objective: Objective) -> Solution:
     can happen even when a feasible assignment exists (a module it skipped past would have
     fit on an earlier device).
     """
+    check_problem(problem, "greedy_seed")
     check_objective(objective)
     t0 = time.perf_counter()
     order = sorted(range(problem.n), key=lambda d: -problem.s[d])  # stable: ties by index

@@ -52,7 +52,7 @@ from scipy.sparse import coo_array
 from .chain_dp import chain_dp
 from .cost import Objective, check_objective, cost, fits, memory_use
 from .greedy import greedy_seed
-from .problem import Problem, check_number
+from .problem import Problem, check_number, check_problem
 from .solution import InfeasibleError, Solution, no_fit_message
 
 # A MILP optimum is accepted only if the cost model, re-evaluated on its assignment, agrees
@@ -328,6 +328,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
     "infeasible" although a placement fits, or an error) also gives `optimal=False`, with
     HiGHS's message in `info["message"]`; only a real lack of memory raises InfeasibleError.
     """
+    check_problem(problem, "milp_assign")
     check_objective(objective)
     if time_limit is not None:
         time_limit = check_number(time_limit, "milp_assign: time_limit [s]",

@@ -319,3 +319,12 @@ class Problem:
             if not 0 <= d < self.n:
                 raise ValueError(f"assignment[{j}] = {d} is not a device index in 0..{self.n - 1}")
         return x
+
+
+def check_problem(problem: object, fn: str) -> Problem:
+    """`problem` itself if it is a Problem; TypeError naming `fn` and what came instead otherwise."""
+    if not isinstance(problem, Problem):
+        raise TypeError(f"{fn}: expected a course_lib.allocation.Problem, got {type(problem).__name__} "
+                        f"{problem!r:.60}; build one with Problem(devices, modules, links), "
+                        "random_problem(k, n, seed) or seed_example()")
+    return problem

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from .cost import Objective, check_objective, comm_time, cost, fits, time_per_microbatch
-from .problem import Problem, check_fraction, check_int
+from .problem import Problem, check_fraction, check_int, check_problem
 from .solution import Solution
 
 
@@ -37,6 +37,7 @@ def q_learning(problem: Problem, objective: Objective, *, episodes: int = 2000, 
     following argmax Q. Returns that greedy rollout, which may be infeasible (cost inf);
     `info["best_seen"]` is the best cost met while exploring, for comparison only.
     """
+    check_problem(problem, "q_learning")
     check_objective(objective)
     episodes = check_int(episodes, "q_learning: episodes", 1, "give a whole number of episodes, e.g. 2000")
     lr = check_fraction(lr, "q_learning: lr (learning rate)", lo_open=True)

@@ -20,6 +20,8 @@ Each exchange is cut into pieces so a rank adds one piece while the next ones ar
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from course_lib import comm
@@ -112,10 +114,11 @@ def rabenseifner_bytes_sent(n: int, p: int, rank: int, element_size: int = 4) ->
     ``2 (p'-1)/p' n`` together. With p not a power of two, a folded even rank sends its n
     elements once, and its odd partner sends n more to hand the result back.
     """
-    if not isinstance(p, int) or p < 1:
-        raise ValueError(f"p must be an int >= 1, got {p!r}")
-    if not 0 <= rank < p:
-        raise ValueError(f"rank must be in [0, {p}), got {rank}")
+    for name, value, low in (("n", n, 0), ("p", p, 1), ("element_size", element_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"rabenseifner_bytes_sent: {name} must be an int >= {low}, got {value!r}")
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < p:
+        raise ValueError(f"rabenseifner_bytes_sent: rank must be in [0, {p}) (an int), got {rank!r}")
     if p == 1 or n == 0:
         return 0
     p2 = power_of_two_below(p)
