@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -74,13 +75,19 @@ class _terminal:
     def __enter__(self) -> Path:
         self.path = Path(tempfile.mkstemp(prefix="terminal-")[1])
         self.saved = [os.dup(1), os.dup(2)]
-        fd = os.open(self.path, os.O_WRONLY)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+        # Python's own print goes through sys.stdout, which pytest's capture replaces: point it
+        # at the same file, so the grader's lines land there as a terminal would show them.
+        self.streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = open(self.path, "a", buffering=1)
         return self.path
 
     def __exit__(self, *exc) -> None:
+        sys.stdout.close()
+        sys.stdout, sys.stderr = self.streams
         for fd, saved in zip((1, 2), self.saved):
             os.dup2(saved, fd)
             os.close(saved)
