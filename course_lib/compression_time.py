@@ -19,8 +19,6 @@ def _check_link(link) -> None:
     if not isinstance(link, AlphaBeta):
         raise TypeError(f"link must be an AlphaBeta (chapter 3's fit, e.g. AlphaBeta(5e-6, 1 / 100e9)), "
                         f"got {type(link).__name__}")
-    _real_arg("link.alpha", link.alpha, 0, math.inf, "the latency in seconds, e.g. 5e-6", high_open=True)
-    _real_arg("link.beta", link.beta, 0, math.inf, "seconds per byte, e.g. 1 / 100e9", high_open=True)
 
 
 def predict_comm_seconds(compressor: Compressor, shape: tuple[int, ...], p: int, link: AlphaBeta) -> float:
