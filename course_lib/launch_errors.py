@@ -84,12 +84,14 @@ class CollectiveMismatchError(WorkerError):
 class DeadlockError(LaunchError):
     """Some ranks did not finish within the timeout. ``stuck`` maps rank -> where it waited."""
 
-    def __init__(self, timeout: float, stuck: dict[int, str], finished: list[int]):
+    def __init__(self, timeout: float, stuck: dict[int, str], finished: list[int], waited: float | None = None):
         self.timeout, self.stuck, self.finished = timeout, stuck, finished
         lines = [f"  rank {r}: {where}" for r, where in sorted(stuck.items())]
         done = f"ranks {finished} finished; " if finished else ""
+        busy = (f" (stretched to {waited:.0f} s: the machine was busy and the ranks were still computing)"
+                if waited is not None and waited > 1.5 * timeout else "")
         super().__init__(
-            f"timeout after {timeout:g} s: {done}ranks {sorted(stuck)} did not finish.\n"
+            f"timeout after {timeout:g} s{busy}: {done}ranks {sorted(stuck)} did not finish.\n"
             + "\n".join(lines)
             + "\nA rank waiting for a message nobody sends, or ranks calling different"
             " collectives, deadlock. If the run is only slow, pass a larger timeout=."

@@ -20,6 +20,10 @@ What it takes care of, and why each matters in a classroom:
 * A deadlock: after ``timeout`` seconds every unfinished rank dumps its Python stack
   (faulthandler), and you get a :class:`DeadlockError` naming each stuck rank, the
   ``torch.distributed`` call it was blocked in and the line of your code that called it.
+  A run that is only slow because the machine is shared (load average above the core count,
+  e.g. a test suite beside the notebook) is not a deadlock: while its ranks still use CPU it
+  gets more time, up to ``BUSY_STRETCH`` times ``timeout``. Ranks blocked in a wait use none,
+  so a real deadlock is still reported after ``timeout``.
 * Ranks that call different collectives, or the same one with tensors of different shapes or
   dtypes: with ``check_collectives=True`` (the default) PyTorch compares every collective's
   fingerprint across ranks before running it (``TORCH_DISTRIBUTED_DEBUG=DETAIL``), and you get a
@@ -70,6 +74,7 @@ from course_lib.launch_errors import (MISMATCH, PEER_CLOSED, CollectiveMismatchE
                                       where_stuck)
 
 DEFAULT_TIMEOUT = 30.0  # seconds for a whole run; chapters with long training runs pass more
+BUSY_STRETCH = 4.0  # on a machine busier than its cores, ranks still computing get up to 4 x timeout
 CHECK_COLLECTIVES = True  # compare every collective across ranks first (see launch's docstring)
 _GRACE = 2.0  # seconds a rank's peers get to report after it failed, before being killed
 
@@ -438,7 +443,7 @@ def launch(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(_Job(r, world_size, payload, run_dir, os.getpid(), threads, backend, timeout + 30,
+            args=(_Job(r, world_size, payload, run_dir, os.getpid(), threads, backend, BUSY_STRETCH * timeout + 30,
                        bool(check_collectives), done, release),),
             name=f"course-rank{r}", daemon=True,
         )
@@ -503,6 +508,7 @@ def _bind_arguments(fn: Callable[..., Any], world_size: int, args: tuple, kwargs
 def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done, checked) -> LaunchError | None:
     """Wait for the workers; return the error to raise (or None when every rank succeeded)."""
     first_failure_at: float | None = None
+    deadline = t0 + timeout
     last_notes: dict | None = None
     finished: set[int] = set()
     while True:
@@ -528,16 +534,43 @@ def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done, c
             waiting = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
             if not waiting or now - first_failure_at > _GRACE or _has_root_cause(run_dir, failed):
                 return _worker_error(procs, run_dir, failed)
-        if time.time() - t0 > timeout:
-            return _deadlock_error(procs, run_dir, timeout, finished)
+        if time.time() > deadline:
+            waiting = [p for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
+            if time.time() - t0 < BUSY_STRETCH * timeout and _machine_busy() and _still_computing(waiting):
+                deadline = min(t0 + BUSY_STRETCH * timeout, time.time() + 0.1 * timeout)
+                continue
+            return _deadlock_error(procs, run_dir, timeout, finished, waited=time.time() - t0)
         if checked and not failed and time.time() - t0 > 0.5:
             # The same calls twice in a row, a tick apart: no rank is between two notes.
             notes = _blocked_on_different_groups(procs, run_dir, finished)
             if notes and notes == last_notes:
                 return _group_mismatch_error(procs, run_dir, notes)
             last_notes = notes
-        tick = 0.05 if (stream or failed) else min(0.25 if checked else 1.0, max(0.01, t0 + timeout - time.time()))
+        tick = 0.05 if (stream or failed) else min(0.25 if checked else 1.0, max(0.01, deadline - time.time()))
         mp.connection.wait([p.sentinel for p in alive] + [done._reader], timeout=tick)
+
+
+def _machine_busy() -> bool:
+    """More runnable processes than cores, averaged over the last minute."""
+    return hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1)
+
+
+def _still_computing(procs, window: float = 0.5) -> bool:
+    """Did these processes run in the last ``window`` seconds? A rank blocked in a receive or a
+    collective sleeps in the kernel: no CPU time, state "sleeping". A rank doing work (or looping)
+    uses CPU, or at least waits in the run queue ("running") when the machine is very busy."""
+    try:
+        import psutil  # installed with Jupyter; without it the timeout is never stretched
+        handles = [psutil.Process(p.pid) for p in procs]
+        before = sum(sum(h.cpu_times()[:2]) for h in handles)
+        runnable = False
+        for _ in range(5):
+            runnable = runnable or any(h.status() in (psutil.STATUS_RUNNING, psutil.STATUS_DISK_SLEEP) for h in handles)
+            time.sleep(window / 5)
+        used = sum(sum(h.cpu_times()[:2]) for h in handles) - before
+    except Exception:  # psutil missing, or a rank exited meanwhile: let the loop look again
+        return False
+    return runnable or used > 0.1 * window
 
 
 def _errors(run_dir: str, ranks: list[int]) -> dict[int, dict]:
@@ -679,9 +712,9 @@ def _stacks(procs, run_dir, ranks) -> dict[int, str]:
     return where
 
 
-def _deadlock_error(procs, run_dir, timeout, finished) -> DeadlockError:
+def _deadlock_error(procs, run_dir, timeout, finished, waited) -> DeadlockError:
     stuck_ranks = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
-    return DeadlockError(timeout, _stacks(procs, run_dir, stuck_ranks), sorted(finished))
+    return DeadlockError(timeout, _stacks(procs, run_dir, stuck_ranks), sorted(finished), waited=waited)
 
 
 # In a notebook kernel, warm the forkserver while the learner reads. Not in scripts, tests'
