@@ -29,9 +29,19 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(str(p.relative_to(shots.parents[1])))
 
 
-LONG_FILES = ("tests/test_browser.py", "tests/test_environment.py")  # minutes each, run by one worker
+LONG_FILES = ("tests/test_browser.py", "tests/test_environment.py", "tests/test_grading.py",
+              "tests/test_grading_class.py")  # minutes each
+# ./course test runs pytest-xdist with --dist loadgroup: each group runs whole on one worker.
+# A file is one group (a notebook's cells share one kernel; a module's fixtures are built once),
+# except these, whose tests are independent and each a minute or more: spread over the workers.
+SPREAD_FILES = ("tests/test_grading.py",)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Hand the longest files to the workers first, so they do not finish alone at the end."""
+    """Group the tests for the workers, and hand out the longest first, so that they do not
+    finish alone at the end."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(item.nodeid if path in SPREAD_FILES else path))
     items.sort(key=lambda item: not item.nodeid.startswith(LONG_FILES))

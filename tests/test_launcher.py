@@ -208,12 +208,19 @@ def _run_and_stop(tmp_path, sig) -> tuple[subprocess.Popen, list[int]]:
     # background hands every child an *ignored* SIGINT (and Python then installs no handler).
     p = subprocess.Popen([PY, str(script), str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 30
+    # A fresh interpreter imports torch, then its forkserver does: many seconds on a busy CI box.
+    deadline = time.time() + 180
     # a pid file may be seen before its number is written: wait for three complete ones
     while sum(f.read_text().strip().isdigit() for f in tmp_path.glob("pid*")) < 3 and time.time() < deadline:
+        if p.poll() is not None:
+            break
         time.sleep(0.1)
-    pids = [int(f.read_text()) for f in tmp_path.glob("pid*")]
-    assert len(pids) == 3 and all(psutil.pid_exists(x) for x in pids)
+    pids = [int(f.read_text()) for f in tmp_path.glob("pid*") if f.read_text().strip().isdigit()]
+    if len(pids) < 3:
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail(f"the script's 3 ranks did not start in {180} s (exit {p.returncode}):\n{out}\n{err}")
+    assert all(psutil.pid_exists(x) for x in pids)
     p.send_signal(sig)
     return p, pids
 
@@ -259,15 +266,15 @@ def test_two_concurrent_launches_never_collide(tmp_path):
             return x.item()
         base = float(sys.argv[1])
         for _ in range(3):
-            out = launch(fn, 3, base=base)
-            assert all(abs(v - (base + 1)) < 1e-9 for v in out), out
+            out = launch(fn, 2, base=base)
+            assert all(abs(v - (base + 0.5)) < 1e-9 for v in out), out
         print("ok")
         """
     ))
     procs = [subprocess.Popen([PY, str(script), str(b)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for b in (100, 200, 300)]
+             for b in (100, 200)]
     for p in procs:
-        try:  # three interpreters, each importing torch and starting its ranks, on a busy CI box
+        try:  # two interpreters, each importing torch and starting its ranks, on a busy CI box
             out, err = p.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             p.kill()
