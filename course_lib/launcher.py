@@ -506,6 +506,10 @@ def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done, c
     while True:
         while not done._reader.closed and done._reader.poll():
             finished.add(done.get())
+        # A rank's result file is written before it reports on ``done``: trust the file too, so a
+        # report delayed on a busy machine never turns a finished run into a "deadlock".
+        finished |= {r for r in range(world_size) if r not in finished
+                     and os.path.exists(os.path.join(run_dir, f"rank{r}.result"))}
         alive = [p for p in procs if p.exitcode is None]
         if stream:
             for r in range(world_size):

@@ -35,4 +35,5 @@ def progress(iterable: Iterable | None = None, *, desc: str, total: int | None =
              disable: bool = False) -> tqdm:
     """``tqdm(iterable, desc=desc, ...)`` whose notebook bar ends as one line of text."""
     bar = _NotebookBar if issubclass(tqdm, notebook_tqdm) else tqdm
-    return bar(iterable, desc=desc, total=total, unit=unit, disable=disable)
+    # Redrawn at most twice a second: each redraw is a message to the browser, which re-renders.
+    return bar(iterable, desc=desc, total=total, unit=unit, disable=disable, mininterval=0.5)

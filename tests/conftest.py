@@ -31,17 +31,26 @@ def pytest_terminal_summary(terminalreporter):
 
 LONG_FILES = ("tests/test_browser.py", "tests/test_environment.py", "tests/test_grading.py",
               "tests/test_grading_class.py")  # minutes each
-# ./course test runs pytest-xdist with --dist loadgroup: each group runs whole on one worker.
-# A file is one group (a notebook's cells share one kernel; a module's fixtures are built once),
-# except these, whose tests are independent and each a minute or more: spread over the workers.
+# ./course test runs pytest-xdist with --dist loadscope, and the scope is ours (below): a file
+# runs whole on one worker (a notebook's cells share one kernel; a module's fixtures are built
+# once), except these, whose tests are independent and each a minute or more: spread over workers.
 SPREAD_FILES = ("tests/test_grading.py",)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Group the tests for the workers, and hand out the longest first, so that they do not
-    finish alone at the end."""
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(item.nodeid if path in SPREAD_FILES else path))
+    """Hand the longest files to the workers first, so that they do not finish alone at the end."""
     items.sort(key=lambda item: not item.nodeid.startswith(LONG_FILES))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With ``--dist loadscope``: one scope per file, one per test in :data:`SPREAD_FILES`."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPREAD_FILES else path
+
+    return ByFile(config, log)
