@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from course_lib.collectives import ring_all_reduce
-from course_lib.compression import Compressor, _bool_arg, check_compressor
+from course_lib.compression import Compressor, bool_arg, check_compressor
 
 
 # No annotations on the hook: torch's DDP checks that ``bucket`` is annotated as exactly
@@ -50,7 +50,7 @@ class HookState:
 
     def __post_init__(self) -> None:
         check_compressor(self.compressor)
-        _bool_arg("per_tensor", self.per_tensor)
+        bool_arg("per_tensor", self.per_tensor)
 
 
 # No annotations: torch's DDP checks that ``bucket`` is annotated exactly as dist.GradBucket,

@@ -46,15 +46,15 @@ from course_lib.collectives import ring_all_gather, ring_all_reduce, ring_bytes_
 
 
 # =============================================================================== argument checks
-def _int_arg(name: str, value, low: int, fix: str) -> int:
+def int_arg(name: str, value, low: int, fix: str) -> int:
     """``value`` if it is an int >= ``low`` (not a bool), else a ValueError that says ``fix``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}; {fix}")
     return value
 
 
-def _real_arg(name: str, value, low: float, high: float, fix: str, low_open: bool = False,
-              high_open: bool = False) -> float:
+def real_arg(name: str, value, low: float, high: float, fix: str, low_open: bool = False,
+             high_open: bool = False) -> float:
     """``value`` if it is a finite real number in the interval, else a ValueError that says ``fix``."""
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
@@ -65,7 +65,8 @@ def _real_arg(name: str, value, low: float, high: float, fix: str, low_open: boo
     return float(value)
 
 
-def _bool_arg(name: str, value) -> bool:
+def bool_arg(name: str, value) -> bool:
+    """``value`` if it is True or False, else a ValueError naming ``name``."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
@@ -95,8 +96,8 @@ class Message:
     def __post_init__(self) -> None:
         if self.op not in ("all_reduce", "all_gather"):
             raise ValueError(f"op must be 'all_reduce' or 'all_gather', got {self.op!r}")
-        _int_arg("numel", self.numel, 0, "the number of elements this rank sends")
-        _int_arg("element_size", self.element_size, 1, "bytes per element: 4 for fp32, 2 for fp16, 1 for int8")
+        int_arg("numel", self.numel, 0, "the number of elements this rank sends")
+        int_arg("element_size", self.element_size, 1, "bytes per element: 4 for fp32, 2 for fp16, 1 for int8")
 
     @property
     def nbytes(self) -> int:
@@ -141,7 +142,7 @@ class Compressor:
     def ring_bytes_sent(self, shape: tuple[int, ...], p: int, rank: int) -> int:
         """Bytes rank ``rank`` sends when the collectives run on chapter 3's ring: an
         all-reduce of b bytes sends about ``2(p-1)/p b``, an all-gather of b bytes ``(p-1) b``."""
-        _int_arg("p", p, 1, "the number of ranks")
+        int_arg("p", p, 1, "the number of ranks")
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < p:
             raise ValueError(f"rank must be an int in [0, p) = [0, {p}), got {rank!r}")
         total = 0
@@ -275,7 +276,7 @@ class QSGD(Compressor):
         super().__init__(collectives)
         _check_levels(levels)
         self.levels = levels
-        self.seed = _int_arg("seed", seed, 0, "each rank draws its rounding from 1000 seed + rank")
+        self.seed = int_arg("seed", seed, 0, "each rank draws its rounding from 1000 seed + rank")
         self.name = f"qsgd s={levels}"
         self._gen: torch.Generator | None = None
 
@@ -398,9 +399,9 @@ class _Sparsifier(Compressor):
 
     def __init__(self, label: str, ratio: float, error_feedback: bool, collectives: str) -> None:
         super().__init__(collectives)
-        self.fraction = _real_arg("ratio", ratio, 0, 1, "the fraction of elements sent, e.g. 0.01 for 1%",
+        self.fraction = real_arg("ratio", ratio, 0, 1, "the fraction of elements sent, e.g. 0.01 for 1%",
                                   low_open=True)
-        self.error_feedback = _bool_arg("error_feedback", error_feedback)
+        self.error_feedback = bool_arg("error_feedback", error_feedback)
         self.residual: dict[Hashable, torch.Tensor] = {}
         self.name = f"{label} {ratio:g}" + (" +EF" if error_feedback else "")
 
@@ -415,7 +416,7 @@ class RandomK(_Sparsifier):
     def __init__(self, ratio: float = 0.01, error_feedback: bool = True, seed: int = 0,
                  collectives: str = "gloo") -> None:
         super().__init__("random-k", ratio, error_feedback, collectives)
-        _int_arg("seed", seed, 0, "every rank must pass the same seed")
+        int_arg("seed", seed, 0, "every rank must pass the same seed")
         self.gen = torch.Generator().manual_seed(seed)  # identical stream on every rank
 
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:
@@ -455,7 +456,7 @@ class TopK(_Sparsifier):
     def __init__(self, ratio: float = 0.01, error_feedback: bool = True, collectives: str = "gloo",
                  momentum: float = 0.0) -> None:
         super().__init__("top-k", ratio, error_feedback, collectives)
-        self.momentum = _real_arg("momentum", momentum, 0, 1, "0: no momentum correction", high_open=True)
+        self.momentum = real_arg("momentum", momentum, 0, 1, "0: no momentum correction", high_open=True)
         self.velocity: dict[Hashable, torch.Tensor] = {}
 
     def reduce(self, g: torch.Tensor, key: Hashable = 0) -> torch.Tensor:

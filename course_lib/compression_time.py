@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from course_lib.alpha_beta import AlphaBeta, predict
-from course_lib.compression import Compressor, _int_arg, _real_arg, check_compressor, check_shape
+from course_lib.compression import Compressor, check_compressor, check_shape, int_arg, real_arg
 
 
 def _check_link(link) -> None:
@@ -26,7 +26,7 @@ def predict_comm_seconds(compressor: Compressor, shape: tuple[int, ...], p: int,
     a ring all-reduce of b bytes ``2(p-1) alpha + 2(p-1)/p b beta``, a ring all-gather of b
     bytes per rank ``(p-1)(alpha + b beta)``."""
     check_compressor(compressor)
-    _int_arg("p", p, 1, "the number of ranks")
+    int_arg("p", p, 1, "the number of ranks")
     _check_link(link)
     total = 0.0
     for m in compressor.plan(check_shape(shape)):
@@ -51,9 +51,9 @@ class Cluster:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a str describing the cluster, got {type(self.name).__name__}")
-        _int_arg("devices", self.devices, 1, "the number of ranks")
+        int_arg("devices", self.devices, 1, "the number of ranks")
         _check_link(self.link)
-        _real_arg("flops", self.flops, 0, math.inf, "each device's speed in FLOP/s, e.g. 20e12", low_open=True,
+        real_arg("flops", self.flops, 0, math.inf, "each device's speed in FLOP/s, e.g. 20e12", low_open=True,
                   high_open=True)
 
 
@@ -75,7 +75,7 @@ def predict_step_seconds(compressor: Compressor, shapes: list[tuple[int, ...]], 
     check_compressor(compressor)
     if not isinstance(cluster, Cluster):
         raise TypeError(f"cluster must be a Cluster, e.g. CLUSTERS[0], got {type(cluster).__name__}")
-    _real_arg("flop_per_device", flop_per_device, 0, math.inf, "the FLOP one device computes per step",
+    real_arg("flop_per_device", flop_per_device, 0, math.inf, "the FLOP one device computes per step",
               high_open=True)
     if isinstance(shapes, (str, bytes)) or not hasattr(shapes, "__iter__"):
         raise ValueError(f"shapes must be a list of tensor shapes, e.g. [(1000,), (40, 30)], got {shapes!r}")

@@ -42,6 +42,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: not item.nodeid.startswith(LONG_FILES))
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown when it is not loaded
 def pytest_xdist_make_scheduler(config, log):
     """With ``--dist loadscope``: one scope per file, one per test in :data:`SPREAD_FILES`."""
     if config.getvalue("dist") != "loadscope":
