@@ -396,8 +396,8 @@ def launch(
     belong to the launcher and are not passed on.
 
     ``timeout`` bounds the whole run (seconds); on a machine busier than its cores, ranks that
-    are still computing get up to :data:`BUSY_STRETCH` times as long. ``threads`` is the intra-op thread count per
-    rank (default :func:`default_threads`). ``stream=True`` prints each rank's output as it
+    are still computing get up to :data:`BUSY_STRETCH` times as long. ``threads`` is the
+    intra-op thread count per rank (default :func:`default_threads`). ``stream=True`` prints each rank's output as it
     arrives (handy for long runs) instead of in rank order at the end. ``check_collectives``:
     compare every collective across ranks before running it, report ranks blocked in collectives
     on different groups, and check every message's shape and dtype against its receive buffer
