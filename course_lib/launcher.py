@@ -397,8 +397,9 @@ def launch(
 
     ``timeout`` bounds the whole run (seconds); on a machine busier than its cores, ranks that
     are still computing get up to :data:`BUSY_STRETCH` times as long. ``threads`` is the
-    intra-op thread count per rank (default :func:`default_threads`). ``stream=True`` prints each rank's output as it
-    arrives (handy for long runs) instead of in rank order at the end. ``check_collectives``:
+    intra-op thread count per rank (default :func:`default_threads`). ``stream=True`` prints
+    each rank's output as it arrives (handy for long runs) instead of in rank order at the end.
+    ``check_collectives``:
     compare every collective across ranks before running it, report ranks blocked in collectives
     on different groups, and check every message's shape and dtype against its receive buffer
     (default :data:`CHECK_COLLECTIVES`, on; the environment variable ``COURSE_CHECK_COLLECTIVES=0``
