@@ -4,6 +4,7 @@ the optimum, bad input rejected with a reason, and the seed's worked example (co
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -195,6 +196,30 @@ def test_milp_starting_placement_search_is_seeded_fits_and_never_worsens():
         x = _improve(p, start, obj)
         assert x == _improve(p, start, obj)
         assert is_feasible(p, x) and cost(p, x, obj) <= cost(p, start, obj)
+
+
+def test_lagrangian_fixing_keeps_every_optimal_placement_and_fixes_some():
+    """Each variable it fixes must be unusable by any placement at most U: check it against
+    every placement exhaustive search proves optimal, with U the optimum itself."""
+    fixed_any = 0
+    for seed in range(12):
+        p = random_problem(7, 3, seed, memory_slack=1.3)
+        try:
+            best = exhaustive_all(p, "latency")
+        except InfeasibleError:
+            continue
+        U = best.cost
+        c, _, _, ub, A, lo, hi, nx = milp_module._formulation(p, "latency", U, [])
+        kept, fixed, lp_bound = milp_module._lagrangian_fixing(p, c, ub, A, lo, hi, nx)
+        assert lp_bound <= 1 + 1e-9 and fixed == (ub > 0).sum() - (kept > 0).sum()
+        fixed_any += fixed
+        n, E = p.n, len(p.edges)
+        for x in itertools.product(range(p.n), repeat=p.k):
+            if cost(p, x, "latency") <= U * (1 + 1e-9):
+                assert all(kept[j * n + x[j]] > 0 for j in range(p.k)), (seed, x)
+                assert all(kept[nx + (q * n + x[j]) * n + x[l]] > 0
+                           for q, (j, l, _) in enumerate(p.edges)), (seed, x)
+    assert fixed_any > 0
 
 
 def test_milp_keeps_highs_debug_prints_out_of_the_output(capfd):

@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from scipy.sparse import coo_array
 
 from .chain_dp import chain_dp
@@ -64,6 +64,10 @@ AGREE_RTOL = 1e-5
 # so it never refuses a group that fits; a group it accepts that `fits` refuses is cut off
 # afterwards (_memory_cuts) and the solve repeated.
 LENIENT = 1e-6
+# The core problem of `_core_incumbent` keeps the variables whose Lagrangian bound lies within
+# this fraction of the way from the LP bound to the incumbent's cost.
+CORE = 0.15
+CORE_SECONDS = 5.0
 
 
 def _load_matrix(problem: Problem):
@@ -316,6 +320,10 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
        to the instance, and drop every placement of a module, or of a message, that alone
        costs more than U: it cannot be in a solution better than U, and dropping it removes
        the huge coefficients (a link 1e13 times slower than compute) that break the LP.
+    For the latency of a chain, two more steps use the Lagrangian bound of `_lagrangian_fixing`
+    (memory rows priced, the rest an exact chain DP): a better U from a small "core" MILP
+    (`_core_incumbent`), then every placement or message whose bound already exceeds U is
+    fixed to 0 before the exact solve; HiGHS then proves the optimum on a smaller problem.
     3. Solve. If the optimum found is below U / 2, solve again with it as U (the scale was too
        coarse); if it overfills a memory by HiGHS's tolerance, cut that group and solve again.
     4. `optimal` is True only if HiGHS proved optimality AND the cost model re-evaluated on
@@ -366,6 +374,9 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         return Solution(x, c, objective, "milp", optimal, time.perf_counter() - t0,
                         {"lower_bound": min(bound, c), **info})
 
+    lagrangian = objective == "latency" and problem.is_chain and problem.n > 1
+    if lagrangian:
+        known = _core_incumbent(problem, known, deadline)
     cuts: list[tuple[int, tuple[int, ...]]] = []
     solves = 0
     retry_without_cutoff = False
@@ -374,6 +385,9 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         if U == 0.0:
             return result(known, True, 0.0, solves=solves, message="a placement with cost 0")
         c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, objective, U, cuts)
+        fixed = 0
+        if lagrangian:
+            ub, fixed, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx)
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0:
             return result(known, False, 0.0, solves=solves, message="time limit reached")
@@ -390,6 +404,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         bound = (float(res.mip_dual_bound) * U if getattr(res, "mip_dual_bound", None) is not None
                  and math.isfinite(res.mip_dual_bound) else 0.0)
         info = {"variables": len(c), "constraints": len(lo), "solves": solves, "scale": U,
+                "fixed_by_lagrangian": fixed,
                 "message": res.message, "memory_cuts": len(cuts)}
         if res.x is None:  # HiGHS found nothing better than `known`, or failed
             if res.status == 2:
@@ -413,6 +428,31 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
             info["message"] = (f"solver failure: HiGHS's value {value:.9g} and the cost model's "
                                f"{cx:.9g} disagree; {res.message}")
         return result(known, res.status == 0 and agree and cx <= U * (1 + AGREE_RTOL), bound, **info)
+
+
+def _core_incumbent(problem: Problem, known: tuple[int, ...], deadline: float | None) -> tuple[int, ...]:
+    """A better starting placement from the "core" of the problem (latency, chain): keep only
+    the placements and messages whose Lagrangian bound (`_lagrangian_fixing`) lies within
+    CORE of the way from the LP bound to the cost U of `known`, and solve that small MILP
+    (a fraction of the variables; seconds at most). Its answer is a real placement, so it
+    replaces `known` if it costs less; the exact solve that follows still searches every
+    placement. Why it pays: the better the starting cost, the more variables the exact
+    solve can fix and the more of its tree its cutoff prunes (core problems: Balas &
+    Zemel 1980, "An algorithm for large zero-one knapsack problems", Operations Research 28)."""
+    U = cost(problem, known, "latency")
+    if U == 0.0:
+        return known
+    c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, "latency", U, [])
+    ub, _, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, keep_below=CORE)
+    left = None if deadline is None else deadline - time.perf_counter()
+    if left is not None and left <= 0:
+        return known
+    res = _highs(c, integrality, lb, ub, A, lo, hi, 1e-7, min(CORE_SECONDS, left or CORE_SECONDS),
+                 cutoff=1 + 1e-4)
+    if res.x is None:
+        return known
+    x = tuple(int(d) for d in np.round(res.x[:nx]).reshape(problem.k, problem.n).argmax(axis=1))
+    return x if cost(problem, x, "latency") < U else known  # inf (overfilled by a tolerance) never wins
 
 
 def _formulation(problem: Problem, objective: Objective, U: float,
@@ -468,3 +508,59 @@ def _formulation(problem: Problem, objective: Objective, U: float,
     integrality = np.zeros(nv)
     integrality[:nx] = 1
     return c, integrality, np.zeros(nv), ub, rows.matrix(nv), rows.lo, rows.hi, nx
+
+
+def _lagrangian_fixing(problem: Problem, c: np.ndarray, ub: np.ndarray, A, lo: np.ndarray,
+                       hi: np.ndarray, nx: int, keep_below: float = 1.0) -> tuple[np.ndarray, int, float]:
+    """Fix to 0 every x_jd and y_jde that no placement cheaper than U can use (latency, chain).
+
+    Lagrangian relaxation of the memory rows (Fisher 1981, "The Lagrangian relaxation method
+    for solving integer programming problems", Management Science 27(1)): for prices
+    lambda_d >= 0 per unit of the row sum_j (m_j / M_d) x_jd <= 1 + LENIENT,
+
+        Lag(x) = cost(x) + sum_d lambda_d (sum_j m_j x_jd / M_d - 1 - LENIENT)  <=  cost(x)
+
+    for every x that fits, and min over ALL chains of Lag is a chain DP (Viterbi): each
+    module's cost w_j / s_d + lambda_d m_j / M_d, each message's cost c_jlde. With the forward
+    values F_j(d) (best priced prefix ending with module j on d) and the backward ones
+    H_j(d) (best priced suffix after it), F_j(d) + H_j(d) - sum_d lambda_d (1 + LENIENT)
+    is a lower bound on every placement with x_jd = 1; if it exceeds U (1 in the scaled
+    costs), x_jd = 0 in every placement better than U. The same for a message: F_j(d) +
+    c_j,j+1,de + (module j+1 on e) + H_j+1(e). The best prices are the memory rows' duals
+    in the LP relaxation (for a chain without memory rows the LP is already integral, so
+    the LP value and the best Lagrangian bound coincide); lambda = 0, the bound without
+    memory, is tried too. HiGHS then searches a smaller tree: it fixes variables by its own
+    LP reduced costs, but those are first-order, while F + H is the exact priced chain.
+    Returns the new upper bounds and how many variables were fixed."""
+    k, n = problem.k, problem.n
+    starts = [j for j, _, _ in problem.edges]        # message q goes from module starts[q] to the next
+    ny = len(starts) * n * n
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    eq = lo == hi  # rows: k assignments, n memory rows, memory cuts (<=), then the y-x links (=)
+    lp = linprog(c, A_ub=A[~eq], b_ub=hi[~eq], A_eq=A[eq], b_eq=hi[eq],
+                 bounds=np.stack([np.zeros_like(ub), ub], axis=1), method="highs")
+    if lp.status != 0:  # no prices: fix nothing, HiGHS's own solve will say what is wrong
+        return ub, 0, 0.0
+    if keep_below < 1.0:  # a fraction of the way from the LP bound to U
+        keep_below = lp.fun + keep_below * (1.0 - lp.fun)
+    comp = np.where(ub[:nx] > 0, c[:nx], np.inf).reshape(k, n)                 # w_j / s_d / U
+    msg = np.zeros((k - 1, n, n))                                             # no message: free
+    msg[starts] = np.where(ub[nx:nx + ny] > 0, c[nx:nx + ny], np.inf).reshape(-1, n, n)
+    share = problem.m[:, None] / problem.M[None, :]                           # m_j / M_d
+    keep_x, keep_y = np.ones((k, n), bool), np.ones((k - 1, n, n), bool)
+    for price in (np.maximum(-lp.ineqlin.marginals[:n], 0.0), np.zeros(n)):
+        node = comp + share * price                 # priced cost of module j on device d
+        F, H = np.empty((k, n)), np.zeros((k, n))
+        F[0] = node[0]
+        for j in range(1, k):
+            F[j] = np.min(F[j - 1][:, None] + msg[j - 1], axis=0) + node[j]
+        for j in range(k - 2, -1, -1):
+            H[j] = np.min(msg[j] + (node[j + 1] + H[j + 1])[None, :], axis=1)
+        # A hair above U (= 1): rounding can never fix a variable of the incumbent itself.
+        limit = keep_below + 1e-6 + price.sum() * (1.0 + LENIENT)
+        keep_x &= F + H <= limit
+        keep_y &= F[:-1, :, None] + msg + (node[1:] + H[1:])[:, None, :] <= limit
+    new = ub.copy()
+    new[:nx] *= keep_x.ravel()
+    new[nx:nx + ny] *= keep_y[starts].ravel()
+    return new, int((ub > 0).sum() - (new > 0).sum()), float(lp.fun)
