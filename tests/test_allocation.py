@@ -213,7 +213,7 @@ def test_lagrangian_fixing_keeps_every_optimal_placement_and_fixes_some():
         kept, fixed, lp_bound = milp_module._lagrangian_fixing(p, c, ub, A, lo, hi, nx)
         assert lp_bound <= 1 + 1e-9 and fixed == (ub > 0).sum() - (kept > 0).sum()
         fixed_any += fixed
-        n, E = p.n, len(p.edges)
+        n = p.n
         for x in itertools.product(range(p.n), repeat=p.k):
             if cost(p, x, "latency") <= U * (1 + 1e-9):
                 assert all(kept[j * n + x[j]] > 0 for j in range(p.k)), (seed, x)

@@ -387,7 +387,8 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, objective, U, cuts)
         fixed = 0
         if lagrangian:
-            ub, fixed, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx)
+            left = None if deadline is None else deadline - time.perf_counter()
+            ub, fixed, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, seconds=left)
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0:
             return result(known, False, 0.0, solves=solves, message="time limit reached")
@@ -442,12 +443,15 @@ def _core_incumbent(problem: Problem, known: tuple[int, ...], deadline: float | 
     U = cost(problem, known, "latency")
     if U == 0.0:
         return known
-    c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, "latency", U, [])
-    ub, _, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, keep_below=CORE)
     left = None if deadline is None else deadline - time.perf_counter()
     if left is not None and left <= 0:
         return known
-    res = _highs(c, integrality, lb, ub, A, lo, hi, 1e-7, min(CORE_SECONDS, left or CORE_SECONDS),
+    c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, "latency", U, [])
+    ub, _, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, keep_below=CORE, seconds=left)
+    left = None if deadline is None else deadline - time.perf_counter()
+    if left is not None and left <= 0:
+        return known
+    res = _highs(c, integrality, lb, ub, A, lo, hi, 1e-7, CORE_SECONDS if left is None else min(CORE_SECONDS, left),
                  cutoff=1 + 1e-4)
     if res.x is None:
         return known
@@ -511,7 +515,8 @@ def _formulation(problem: Problem, objective: Objective, U: float,
 
 
 def _lagrangian_fixing(problem: Problem, c: np.ndarray, ub: np.ndarray, A, lo: np.ndarray,
-                       hi: np.ndarray, nx: int, keep_below: float = 1.0) -> tuple[np.ndarray, int, float]:
+                       hi: np.ndarray, nx: int, keep_below: float = 1.0,
+                       seconds: float | None = None) -> tuple[np.ndarray, int, float]:
     """Fix to 0 every x_jd and y_jde that no placement cheaper than U can use (latency, chain).
 
     Lagrangian relaxation of the memory rows (Fisher 1981, "The Lagrangian relaxation method
@@ -531,15 +536,18 @@ def _lagrangian_fixing(problem: Problem, c: np.ndarray, ub: np.ndarray, A, lo: n
     the LP value and the best Lagrangian bound coincide); lambda = 0, the bound without
     memory, is tried too. HiGHS then searches a smaller tree: it fixes variables by its own
     LP reduced costs, but those are first-order, while F + H is the exact priced chain.
-    Returns the new upper bounds and how many variables were fixed."""
+    `keep_below` < 1 keeps only what lies that fraction of the way from the LP bound to U (the
+    core of `_core_incumbent`); `seconds` bounds the LP. Returns the new upper bounds, how
+    many variables were fixed, and the LP bound (scaled: 1 = U)."""
     k, n = problem.k, problem.n
     starts = [j for j, _, _ in problem.edges]        # message q goes from module starts[q] to the next
     ny = len(starts) * n * n
     lo, hi = np.asarray(lo), np.asarray(hi)
     eq = lo == hi  # rows: k assignments, n memory rows, memory cuts (<=), then the y-x links (=)
     lp = linprog(c, A_ub=A[~eq], b_ub=hi[~eq], A_eq=A[eq], b_eq=hi[eq],
-                 bounds=np.stack([np.zeros_like(ub), ub], axis=1), method="highs")
-    if lp.status != 0:  # no prices: fix nothing, HiGHS's own solve will say what is wrong
+                 bounds=np.stack([np.zeros_like(ub), ub], axis=1), method="highs",
+                 options={} if seconds is None else {"time_limit": max(seconds, 1e-3)})
+    if lp.status != 0:  # no prices (out of time, or a failure HiGHS's own solve will report): fix nothing
         return ub, 0, 0.0
     if keep_below < 1.0:  # a fraction of the way from the LP bound to U
         keep_below = lp.fun + keep_below * (1.0 - lp.fun)
