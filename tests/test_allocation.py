@@ -118,7 +118,9 @@ def test_milp_solver_failure_is_not_infeasibility(monkeypatch, status, message):
     p = random_problem(6, 3, seed=2)
     for obj in OBJECTIVES:
         sol = milp_assign(p, obj)
-        assert sol.feasible and not sol.optimal and sol.info["lower_bound"] == 0.0
+        assert sol.feasible and not sol.optimal
+        # No bound from HiGHS; the latency of a chain still has the LP bound of the Lagrangian step.
+        assert (0.0 < sol.info["lower_bound"] <= sol.cost) if obj == "latency" else sol.info["lower_bound"] == 0.0
         assert message in sol.info["message"]
         if status == 2:
             assert sol.info["message"].startswith("solver failure")
@@ -187,6 +189,12 @@ def test_milp_time_limit_returns_a_feasible_placement_and_a_bound():
     sol = milp_assign(p, "bottleneck", time_limit=0.5)
     assert not sol.optimal and sol.feasible
     assert sol.info["lower_bound"] <= sol.cost * (1 + 1e-9)
+
+
+def test_milp_latency_stopped_early_still_reports_the_lp_bound():
+    # 32 x 8 takes about 10 s to prove; stopped after 3 s the answer carries a real bound.
+    sol = milp_assign(random_problem(32, 8, seed=1), "latency", time_limit=3.0)
+    assert sol.feasible and 0.0 < sol.info["lower_bound"] <= sol.cost
 
 
 def test_milp_starting_placement_search_is_seeded_fits_and_never_worsens():

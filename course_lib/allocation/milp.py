@@ -332,7 +332,8 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
 
     `time_limit` [s] bounds the whole call; when it stops HiGHS, the best known assignment
     comes back with `optimal=False` and `info["lower_bound"]`: the optimum lies in
-    [lower_bound, cost] (0 when HiGHS has no bound yet). A solver failure (HiGHS reporting
+    [lower_bound, cost] (0 when HiGHS has no bound yet, except for the latency of a chain,
+    which has the LP bound of the Lagrangian step). A solver failure (HiGHS reporting
     "infeasible" although a placement fits, or an error) also gives `optimal=False`, with
     HiGHS's message in `info["message"]`; only a real lack of memory raises InfeasibleError.
     """
@@ -385,13 +386,13 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         if U == 0.0:
             return result(known, True, 0.0, solves=solves, message="a placement with cost 0")
         c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, objective, U, cuts)
-        fixed = 0
+        fixed, lp_bound = 0, 0.0  # lp_bound: the LP relaxation's value, a lower bound (1 = U)
         if lagrangian:
             left = None if deadline is None else deadline - time.perf_counter()
-            ub, fixed, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, seconds=left)
+            ub, fixed, lp_bound = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, seconds=left)
         left = None if deadline is None else deadline - time.perf_counter()
         if left is not None and left <= 0:
-            return result(known, False, 0.0, solves=solves, message="time limit reached")
+            return result(known, False, lp_bound * U, solves=solves, message="time limit reached")
         # The cutoff sits 1e-4 above U: HiGHS prunes nodes within its gap of the cutoff, and
         # the known placement must stay inside. Should HiGHS still call the model infeasible
         # (a tolerance artefact: `known` satisfies every row), solve once more without it.
@@ -404,6 +405,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         retry_without_cutoff = False
         bound = (float(res.mip_dual_bound) * U if getattr(res, "mip_dual_bound", None) is not None
                  and math.isfinite(res.mip_dual_bound) else 0.0)
+        bound = max(bound, lp_bound * U)
         info = {"variables": len(c), "constraints": len(lo), "solves": solves, "scale": U,
                 "fixed_by_lagrangian": fixed,
                 "message": res.message, "memory_cuts": len(cuts)}
@@ -435,11 +437,12 @@ def _core_incumbent(problem: Problem, known: tuple[int, ...], deadline: float | 
     """A better starting placement from the "core" of the problem (latency, chain): keep only
     the placements and messages whose Lagrangian bound (`_lagrangian_fixing`) lies within
     CORE of the way from the LP bound to the cost U of `known`, and solve that small MILP
-    (a fraction of the variables; seconds at most). Its answer is a real placement, so it
-    replaces `known` if it costs less; the exact solve that follows still searches every
-    placement. Why it pays: the better the starting cost, the more variables the exact
-    solve can fix and the more of its tree its cutoff prunes (core problems: Balas &
-    Zemel 1980, "An algorithm for large zero-one knapsack problems", Operations Research 28)."""
+    (a fraction of the variables) for at most CORE_SECONDS and half the time left. Its
+    answer is a real placement, so it replaces `known` if it costs less; the exact solve
+    that follows still searches every placement. Why it pays: the better the starting
+    cost, the more variables the exact solve can fix and the more of its tree its cutoff
+    prunes (core problems: Balas & Zemel 1980, "An algorithm for large zero-one knapsack
+    problems", Operations Research 28)."""
     U = cost(problem, known, "latency")
     if U == 0.0:
         return known
@@ -451,8 +454,8 @@ def _core_incumbent(problem: Problem, known: tuple[int, ...], deadline: float | 
     left = None if deadline is None else deadline - time.perf_counter()
     if left is not None and left <= 0:
         return known
-    res = _highs(c, integrality, lb, ub, A, lo, hi, 1e-7, CORE_SECONDS if left is None else min(CORE_SECONDS, left),
-                 cutoff=1 + 1e-4)
+    seconds = CORE_SECONDS if left is None else min(CORE_SECONDS, left / 2)
+    res = _highs(c, integrality, lb, ub, A, lo, hi, 1e-7, seconds, cutoff=1 + 1e-4)
     if res.x is None:
         return known
     x = tuple(int(d) for d in np.round(res.x[:nx]).reshape(problem.k, problem.n).argmax(axis=1))
