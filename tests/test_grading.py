@@ -142,6 +142,7 @@ def test_grader_scores_solution_exercise_and_wrong_answers(solution, tmp_path):
     for gid, (_, hint) in wrong.items():
         name = f"wrong-{gid}" if first_chapter else f"wrong-half{half[gid]}"
         r, q = results[name], answer_to_test[gid]
+        assert q in r.scores, (name, r.status)  # a status "grading failed (...)" says why
         assert r.scores[q] == 0 and hint in r.feedback[q], (gid, r.feedback)
         lost[name] = lost.get(name, 0) + meta(next(c for c in tests if meta(c)["grade_id"] == q))["points"]
     for name, points in lost.items():  # every other question scored in full

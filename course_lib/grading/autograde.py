@@ -70,6 +70,10 @@ DEAD = "DeadKernel"
 NOT_ANSWERED = "not answered yet: replace `raise NotImplementedError()` with your code"
 CHECK_MIN_S = 90  # the shortest time a check process gets per question
 STARTUP_S = 120  # extra time for a check process's first question: importing torch on a busy machine
+# How long a grading kernel may take to start and answer. nbclient's default, 60 s, was once
+# exceeded while a class was graded 2 at a time beside the test suite on 2 cores; a kernel that
+# starts slowly is the machine's fault, not the submission's.
+KERNEL_STARTUP_S = 300
 
 
 @dataclass
@@ -126,7 +130,8 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
     env = dict(os.environ, COURSE_NO_WARM_UP="1")
     while start < len(code):
         client = NotebookClient(
-            nb, timeout=max(1, round(cell_timeout)), interrupt_on_timeout=True, allow_errors=True,
+            nb, timeout=max(1, round(cell_timeout)), startup_timeout=KERNEL_STARTUP_S,
+            interrupt_on_timeout=True, allow_errors=True,
             error_on_timeout={"ename": TIMEOUT,
                               "evalue": f"this cell timed out: it ran longer than {cell_timeout:g} s "
                                         "(an infinite loop or a deadlock?)"},
