@@ -239,6 +239,17 @@ def _quiet_c_stdout() -> Iterator[None]:
         os.close(devnull)
 
 
+def _seconds_left(deadline: float | None) -> float | None:
+    """Seconds until `deadline` (a `time.perf_counter()` value), None for no deadline."""
+    return None if deadline is None else deadline - time.perf_counter()
+
+
+def _placement(problem: Problem, v: np.ndarray) -> tuple[int, ...]:
+    """The assignment in a MILP solution: each module's device is its largest x_jd (the first
+    k n entries of v; rounding noise of HiGHS never changes which one is largest)."""
+    return tuple(int(d) for d in v[:problem.k * problem.n].reshape(problem.k, problem.n).argmax(axis=1))
+
+
 class _Rows:
     """A sparse constraint matrix built row by row: lo <= sum_c A[r, c] v_c <= hi."""
 
@@ -291,7 +302,7 @@ def _any_fit(problem: Problem, deadline: float | None) -> tuple[int, ...] | None
         rows = _Rows()
         _placement_rows(problem, rows, cuts)
         ub = fits(problem.m[:, None], problem.M[None, :]).ravel().astype(float)
-        left = None if deadline is None else deadline - time.perf_counter()
+        left = _seconds_left(deadline)
         res = _highs(np.zeros(k * n), np.ones(k * n), np.zeros(k * n), ub, rows.matrix(k * n),
                      rows.lo, rows.hi, 1e-7, left)
         if res.status == 2:
@@ -300,7 +311,7 @@ def _any_fit(problem: Problem, deadline: float | None) -> tuple[int, ...] | None
             if res.status == 1:
                 return None
             raise RuntimeError(f"HiGHS failed to find a placement that fits: {res.message}")
-        x = tuple(int(d) for d in res.x.reshape(k, n).argmax(axis=1))
+        x = _placement(problem, res.x)
         new = _memory_cuts(problem, x)
         if not new:
             return x
@@ -388,9 +399,9 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, objective, U, cuts)
         fixed, lp_bound = 0, 0.0  # lp_bound: the LP relaxation's value, a lower bound (1 = U)
         if lagrangian:
-            left = None if deadline is None else deadline - time.perf_counter()
+            left = _seconds_left(deadline)
             ub, fixed, lp_bound = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, seconds=left)
-        left = None if deadline is None else deadline - time.perf_counter()
+        left = _seconds_left(deadline)
         if left is not None and left <= 0:
             return result(known, False, lp_bound * U, solves=solves, message="time limit reached")
         # The cutoff sits 1e-4 above U: HiGHS prunes nodes within its gap of the cutoff, and
@@ -414,7 +425,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
                 info["message"] = (f"solver failure: HiGHS reported infeasible, but {known} fits "
                                    f"(cost {U:.6g}); {res.message}")
             return result(known, False, bound, **info)
-        x = tuple(int(d) for d in np.round(res.x[:nx]).reshape(problem.k, problem.n).argmax(axis=1))
+        x = _placement(problem, res.x)
         new = _memory_cuts(problem, x)
         if new:  # x overfills a device by HiGHS's tolerance: cut it off, solve again
             cuts += new
@@ -446,19 +457,19 @@ def _core_incumbent(problem: Problem, known: tuple[int, ...], deadline: float | 
     U = cost(problem, known, "latency")
     if U == 0.0:
         return known
-    left = None if deadline is None else deadline - time.perf_counter()
+    left = _seconds_left(deadline)
     if left is not None and left <= 0:
         return known
     c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, "latency", U, [])
     ub, _, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, keep_below=CORE, seconds=left)
-    left = None if deadline is None else deadline - time.perf_counter()
+    left = _seconds_left(deadline)
     if left is not None and left <= 0:
         return known
     seconds = CORE_SECONDS if left is None else min(CORE_SECONDS, left / 2)
     res = _highs(c, integrality, lb, ub, A, lo, hi, 1e-7, seconds, cutoff=1 + 1e-4)
     if res.x is None:
         return known
-    x = tuple(int(d) for d in np.round(res.x[:nx]).reshape(problem.k, problem.n).argmax(axis=1))
+    x = _placement(problem, res.x)
     return x if cost(problem, x, "latency") < U else known  # inf (overfilled by a tolerance) never wins
 
 
