@@ -230,6 +230,38 @@ def test_lagrangian_fixing_keeps_every_optimal_placement_and_fixes_some():
     assert fixed_any > 0
 
 
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_every_placement_within_u_is_a_point_of_the_milp_with_its_cost(objective):
+    """The formulation (with the bottleneck's message-floor rows) must keep every placement
+    that fits and costs at most U, at exactly its cost: write each one as x, y = x_jd x_le
+    and tau, and check every row and bound. Skip connections give messages that are not
+    j -> j + 1."""
+    checked = 0
+    for seed in range(8):
+        p = random_problem(6, 3, seed, memory_slack=1.4, skip_prob=0.4)
+        fitting = [x for x in itertools.product(range(p.n), repeat=p.k) if is_feasible(p, x)]
+        if not fitting:
+            continue
+        costs = sorted(cost(p, x, objective) for x in fitting)
+        U = costs[len(costs) // 2]  # the median: some placements lie above U, and are dropped
+        c, _, lb, ub, A, lo, hi, nx = milp_module._formulation(p, objective, U, [])
+        n = p.n
+        for x in fitting:
+            value = cost(p, x, objective)
+            if value > U:
+                continue
+            v = np.zeros(len(c))
+            v[[j * n + x[j] for j in range(p.k)]] = 1.0
+            v[[nx + (q * n + x[j]) * n + x[l] for q, (j, l, _) in enumerate(p.edges)]] = 1.0
+            if objective == "bottleneck":
+                v[-1] = value / U
+            row = A @ v
+            assert np.all(v <= ub + 1e-12) and np.all(v >= lb), (seed, x)
+            assert np.all(row <= np.asarray(hi) + 1e-9) and np.all(row >= np.asarray(lo) - 1e-9), (seed, x)
+            assert _close(float(c @ v) * U, value, 1e-9), (seed, x)
+            checked += 1
+    assert checked > 100
+
 def test_milp_keeps_highs_debug_prints_out_of_the_output(capfd):
     # HiGHS 1.12 printf()s a debug line while solving this instance (memory exactly at a limit).
     sol = milp_assign(stress_problem("memory_at_limit", 5, 3, 5), "latency")

@@ -1,7 +1,8 @@
 """Exact mixed-integer linear program for the general (non-contiguous) assignment.
 
 Variables: x_jd in {0, 1} (module j on device d); for every message (j, l) with T_jl > 0
-and every ordered device pair (d, e), y_jlde in [0, 1] standing for the product x_jd x_le.
+and every ordered device pair (d, e), y_jlde in [0, 1] standing for the product x_jd x_le
+(declared integer for the bottleneck, see `_formulation`).
 
     sum_d x_jd = 1                               every module placed once
     sum_j m_j x_jd <= M_d                        memory
@@ -11,7 +12,8 @@ and every ordered device pair (d, e), y_jlde in [0, 1] standing for the product 
     L_d = sum_j (w_j / s_d) x_jd + sum_{(j,l)} sum_{e != d} c_jlde y_jlde
 
     latency:     min sum_d L_d
-    bottleneck:  min tau  s.t.  L_d <= tau for all d
+    bottleneck:  min tau  s.t.  L_d <= tau for all d, and the same for a floor of L_d that
+                 prices each message leaving d at its cheapest link (`_message_floor`)
 
 Why the linearisation is exact: for binary x, the y of one message form a "transportation
 plan" whose row sums are the one-hot x_j. and column sums the one-hot x_l.; the only
@@ -339,7 +341,8 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
        coarse); if it overfills a memory by HiGHS's tolerance, cut that group and solve again.
     4. `optimal` is True only if HiGHS proved optimality AND the cost model re-evaluated on
        the answer agrees with HiGHS's value to 1e-5. For the bottleneck, the rows L_d <= U
-       (a constant right-hand side, unlike L_d <= tau) let HiGHS derive knapsack cover cuts.
+       (a constant right-hand side, unlike L_d <= tau) and the message floors
+       (`_message_floor`) let HiGHS derive knapsack cover cuts.
 
     `time_limit` [s] bounds the whole call; when it stops HiGHS, the best known assignment
     comes back with `optimal=False` and `info["lower_bound"]`: the optimum lies in
@@ -520,12 +523,48 @@ def _formulation(problem: Problem, objective: Objective, U: float,
             load += [(Y(q, d, e), msg[q, d, e]) for q in range(E) for e in range(n) if msg[q, d, e] > 0]
             rows.add(load + [(tau, -1.0)], -np.inf, 0.0)
             rows.add(load, -np.inf, cap / U)
+            floor = _message_floor(problem, d, comp, msg, allow_y, X, Y)
+            rows.add(floor + [(tau, -1.0)], -np.inf, 0.0)
+            rows.add(floor, -np.inf, cap / U)
     else:
         c[:nx] = comp.ravel()
         c[nx:nx + ny] = msg.ravel()
+    # y is 0 or 1 in every placement anyway. Declared integer, the load rows become knapsacks
+    # on binaries only, so HiGHS derives cover cuts from them and branches on a message when
+    # that is what splits the load: the bottleneck's proof gets much shorter. For the latency
+    # (y only in the objective) it adds branching without pruning, so there y stays continuous.
     integrality = np.zeros(nv)
-    integrality[:nx] = 1
+    integrality[:nx + (ny if bottleneck else 0)] = 1
     return c, integrality, np.zeros(nv), ub, rows.matrix(nv), rows.lo, rows.hi, nx
+
+
+def _message_floor(problem: Problem, d: int, comp: np.ndarray, msg: np.ndarray, allow_y: np.ndarray,
+                   X, Y) -> list[tuple[int, float]]:
+    """A weaker copy of device d's load row that HiGHS can cut better (bottleneck):
+
+        L_d >= sum_j (w_j / s_d) x_jd + sum_q f_qd (x_jd - y_qdd),   f_qd = min_{e != d} c_qde,
+
+    where q is a message j -> l: if j is on d and l is not (x_jd - y_qdd = 1), d pays for
+    the message at least its cheapest link. It is implied by the load row in the LP (the
+    y_qde, e != d, sum to x_jd - y_qdd), so it never changes the LP bound. It helps the
+    search: its coefficients do not depend on where a message goes, so a cover of it
+    ("these modules cannot all be on d, whatever their messages' destinations") is a cut on
+    x_jd and y_qdd alone, which the load row, with n - 1 destinations per message, does not
+    give HiGHS (knapsack covers: Balas 1975, "Facets of the knapsack polytope", Mathematical
+    Programming 8). Costs are scaled (1 = U).
+    """
+    n = problem.n
+    coef: dict[int, float] = {X(j, d): comp[j, d] for j in range(problem.k) if comp[j, d] > 0}
+    away = np.arange(n) != d
+    for q, (j, _, _) in enumerate(problem.edges):
+        allowed = allow_y[q, d] & away
+        if not allowed.any():  # no message can leave d: the linking rows force y_qdd = x_jd
+            continue
+        f = float(msg[q, d][allowed].min())
+        if f > 0:
+            coef[X(j, d)] = coef.get(X(j, d), 0.0) + f
+            coef[Y(q, d, d)] = -f
+    return list(coef.items())
 
 
 def _lagrangian_fixing(problem: Problem, c: np.ndarray, ub: np.ndarray, A, lo: np.ndarray,
