@@ -70,6 +70,9 @@ LENIENT = 1e-6
 # this fraction of the way from the LP bound to the incumbent's cost.
 CORE = 0.15
 CORE_SECONDS = 5.0
+# Observations of a variable's branching effect before HiGHS trusts its pseudocost and stops
+# strong-branching on it (HiGHS's default is 8): see `_highs`.
+RELIABLE = 4
 
 
 def _load_matrix(problem: Problem):
@@ -197,7 +200,7 @@ def _quick_incumbent(problem: Problem, objective: Objective,
 
 
 def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | None,
-           cutoff: float | None = None):
+           cutoff: float | None = None, prove: bool = False):
     """scipy's milp with HiGHS's absolute gap switched off, so that optimality is judged only
     relative to the objective (`mip_rel_gap`), never by an absolute 1e-6 that would swamp
     small costs, and its LP feasibility tolerance at 1e-9. scipy passes options it does not
@@ -206,11 +209,26 @@ def _highs(c, integrality, lb, ub, A, lo, hi, rel_gap: float, seconds: float | N
     With a `cutoff` (the scaled cost of a known placement, plus a hair), HiGHS prunes every
     node whose bound is above it from the start, and spends less effort on its own primal
     heuristics (sub-MIPs), since a good placement is already known: scipy's milp cannot
-    hand HiGHS that placement itself, only its value."""
+    hand HiGHS that placement itself, only its value.
+
+    `prove` is for a solve whose starting placement is optimal or close, so that what is left
+    is mostly the proof, a short search (hundreds to thousands of nodes). Two of HiGHS's
+    defaults suit long searches instead:
+    - its primal heuristics (RINS, RENS, feasibility jump, root reduced cost) look for a
+      better placement near the LP solution: off;
+    - its reliability branching (Achterberg, Koch & Martin 2005, "Branching rules
+      revisited", Operations Research Letters 33) solves both children's LPs of a candidate
+      variable ("strong branching") until it has seen 8 outcomes of branching on it, and only
+      then trusts its pseudocost; in a short search most of the LP work goes to those trial
+      solves, so RELIABLE outcomes suffice."""
     options: dict[str, float] = {"mip_rel_gap": rel_gap, "mip_abs_gap": 0.0,
                                  "primal_feasibility_tolerance": 1e-9}
     if cutoff is not None:
         options.update(objective_bound=cutoff, mip_heuristic_effort=0.01)
+    if prove:
+        options.update(mip_pscost_minreliable=RELIABLE, mip_heuristic_run_rins=False,
+                       mip_heuristic_run_rens=False, mip_heuristic_run_feasibility_jump=False,
+                       mip_heuristic_run_root_reduced_cost=False)
     if seconds is not None:
         options["time_limit"] = max(seconds, 1e-3)
     with warnings.catch_warnings(), _quiet_c_stdout():
@@ -410,8 +428,12 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         # The cutoff sits 1e-4 above U: HiGHS prunes nodes within its gap of the cutoff, and
         # the known placement must stay inside. Should HiGHS still call the model infeasible
         # (a tolerance artefact: `known` satisfies every row), solve once more without it.
+        # After the core solve (latency) the starting placement is often optimal already, and
+        # otherwise close: the search is mostly a proof (`prove`). The bottleneck's local search
+        # leaves it further above, and HiGHS's heuristics are what finds the rest of the way
+        # (without them its solves grew longer).
         res = _highs(c, integrality, lb, ub, A, lo, hi, mip_rel_gap, left,
-                     cutoff=None if retry_without_cutoff else 1 + 1e-4)
+                     cutoff=None if retry_without_cutoff else 1 + 1e-4, prove=lagrangian)
         solves += 1
         if res.status == 2 and not retry_without_cutoff:
             retry_without_cutoff = True
