@@ -524,17 +524,17 @@ def _supervise(procs, run_dir, world_size, timeout, t0, stream, printed, done, c
         failed = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
         if len(finished) == world_size:
             return None
+        waiting = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
         if failed:
             now = time.time()
             first_failure_at = first_failure_at or now
             # Give the peers a moment: if the failing rank only reports "connection closed",
             # the real cause may be about to arrive from another rank.
-            waiting = [r for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
             if not waiting or now - first_failure_at > GRACE or has_root_cause(run_dir, failed):
                 return worker_error(procs, run_dir, failed)
         if time.time() > deadline:
-            waiting = [p for r, p in enumerate(procs) if p.exitcode is None and r not in finished]
-            if time.time() - t0 < BUSY_STRETCH * timeout and _machine_busy() and _still_computing(waiting):
+            if (time.time() - t0 < BUSY_STRETCH * timeout and _machine_busy()
+                    and _still_computing([procs[r] for r in waiting])):
                 deadline = min(t0 + BUSY_STRETCH * timeout, time.time() + 0.1 * timeout)
                 continue
             return deadlock_error(procs, run_dir, timeout, finished, waited=time.time() - t0)
