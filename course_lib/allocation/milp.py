@@ -354,7 +354,8 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
     For the latency of a chain, two more steps use the Lagrangian bound of `_lagrangian_fixing`
     (memory rows priced, the rest an exact chain DP): a better U from a small "core" MILP
     (`_core_incumbent`), then every placement or message whose bound already exceeds U is
-    fixed to 0 before the exact solve; HiGHS then proves the optimum on a smaller problem.
+    fixed to 0 before the exact solve; HiGHS then proves the optimum on a smaller problem,
+    with its search set up for a proof (`_highs(prove=True)`).
     3. Solve. If the optimum found is below U / 2, solve again with it as U (the scale was too
        coarse); if it overfills a memory by HiGHS's tolerance, cut that group and solve again.
     4. `optimal` is True only if HiGHS proved optimality AND the cost model re-evaluated on
