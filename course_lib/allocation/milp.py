@@ -363,8 +363,9 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
        (a constant right-hand side, unlike L_d <= tau) and the message floors
        (`_message_floor`) let HiGHS derive knapsack cover cuts.
 
-    `time_limit` [s] bounds the whole call; when it stops HiGHS, the best known assignment
-    comes back with `optimal=False` and `info["lower_bound"]`: the optimum lies in
+    `time_limit` [s] bounds the whole call (the search for a start takes half of it at most);
+    when it stops HiGHS, the best known assignment comes back with `optimal=False` and
+    `info["lower_bound"]`: the optimum lies in
     [lower_bound, cost] (0 when HiGHS has no bound yet, except for the latency of a chain,
     which has the LP bound of the Lagrangian step). A solver failure (HiGHS reporting
     "infeasible" although a placement fits, or an error) also gives `optimal=False`, with
@@ -388,7 +389,9 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
     if isinstance(incumbent, str):
         if incumbent != "auto":
             raise ValueError(f"incumbent must be 'auto', None or an assignment, got {incumbent!r}")
-        known = _quick_incumbent(problem, objective, deadline)
+        # The search for a start gets half the time limit at most, so that a short limit still
+        # leaves time for a bound (the LP relaxation's, for the latency of a chain).
+        known = _quick_incumbent(problem, objective, None if time_limit is None else t0 + time_limit / 2)
     elif incumbent is None:
         known = None
     else:
@@ -409,8 +412,9 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
                         {"lower_bound": min(bound, c), **info})
 
     lagrangian = objective == "latency" and problem.is_chain and problem.n > 1
+    proven = 0.0  # a lower bound [s] known before the exact solve: the core step's LP relaxation
     if lagrangian:
-        known = _core_incumbent(problem, known, deadline)
+        known, proven = _core_incumbent(problem, known, deadline)
     cuts: list[tuple[int, tuple[int, ...]]] = []
     solves = 0
     retry_without_cutoff = False
@@ -425,7 +429,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
             ub, fixed, lp_bound = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, seconds=left)
         left = _seconds_left(deadline)
         if left is not None and left <= 0:
-            return result(known, False, lp_bound * U, solves=solves, message="time limit reached")
+            return result(known, False, max(lp_bound * U, proven), solves=solves, message="time limit reached")
         # The cutoff sits 1e-4 above U: HiGHS prunes nodes within its gap of the cutoff, and
         # the known placement must stay inside. Should HiGHS still call the model infeasible
         # (a tolerance artefact: `known` satisfies every row), solve once more without it.
@@ -442,7 +446,7 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         retry_without_cutoff = False
         bound = (float(res.mip_dual_bound) * U if getattr(res, "mip_dual_bound", None) is not None
                  and math.isfinite(res.mip_dual_bound) else 0.0)
-        bound = max(bound, lp_bound * U)
+        bound = max(bound, lp_bound * U, proven)
         info = {"variables": len(c), "constraints": len(lo), "solves": solves, "scale": U,
                 "fixed_by_lagrangian": fixed,
                 "message": res.message, "memory_cuts": len(cuts)}
@@ -470,7 +474,8 @@ def milp_assign(problem: Problem, objective: Objective, *, time_limit: float | N
         return result(known, res.status == 0 and agree and cx <= U * (1 + AGREE_RTOL), bound, **info)
 
 
-def _core_incumbent(problem: Problem, known: tuple[int, ...], deadline: float | None) -> tuple[int, ...]:
+def _core_incumbent(problem: Problem, known: tuple[int, ...],
+                    deadline: float | None) -> tuple[tuple[int, ...], float]:
     """A better starting placement from the "core" of the problem (latency, chain): keep only
     the placements and messages whose Lagrangian bound (`_lagrangian_fixing`) lies within
     CORE of the way from the LP bound to the cost U of `known`, and solve that small MILP
@@ -479,24 +484,26 @@ def _core_incumbent(problem: Problem, known: tuple[int, ...], deadline: float | 
     that follows still searches every placement. Why it pays: the better the starting
     cost, the more variables the exact solve can fix and the more of its tree its cutoff
     prunes (core problems: Balas & Zemel 1980, "An algorithm for large zero-one knapsack
-    problems", Operations Research 28)."""
+    problems", Operations Research 28). Also returns the LP bound [s] (0 if the time ran out
+    before it), which stays valid whatever happens next."""
     U = cost(problem, known, "latency")
     if U == 0.0:
-        return known
+        return known, 0.0
     left = _seconds_left(deadline)
     if left is not None and left <= 0:
-        return known
+        return known, 0.0
     c, integrality, lb, ub, A, lo, hi, nx = _formulation(problem, "latency", U, [])
-    ub, _, _ = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, keep_below=CORE, seconds=left)
+    ub, _, lp_bound = _lagrangian_fixing(problem, c, ub, A, lo, hi, nx, keep_below=CORE, seconds=left)
     left = _seconds_left(deadline)
     if left is not None and left <= 0:
-        return known
+        return known, lp_bound * U
     seconds = CORE_SECONDS if left is None else min(CORE_SECONDS, left / 2)
     res = _highs(c, integrality, lb, ub, A, lo, hi, 1e-7, seconds, cutoff=1 + 1e-4)
     if res.x is None:
-        return known
+        return known, lp_bound * U
     x = _placement(problem, res.x)
-    return x if cost(problem, x, "latency") < U else known  # inf (overfilled by a tolerance) never wins
+    # inf (overfilled by a tolerance) never wins
+    return (x if cost(problem, x, "latency") < U else known), lp_bound * U
 
 
 def _formulation(problem: Problem, objective: Objective, U: float,
