@@ -1,7 +1,8 @@
-"""Imported last by the launcher's full forkserver: marks that its preloading has finished.
+"""Imported last by each of the launcher's forkservers: marks that its preloading has finished.
 
-The launcher starts that server in the background and switches to it only once this file has
-been imported there (it creates the file named by ``COURSE_FORKSERVER_READY``).
+It creates the file named by ``COURSE_FORKSERVER_READY`` when the server imports it. A launch
+waits for the first server's file before its clock starts, and switches to the second (fully
+preloaded) server only once that server's file exists.
 """
 import os
 

@@ -46,6 +46,7 @@ What it takes care of, and why each matters in a classroom:
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import faulthandler
 import inspect
@@ -250,13 +251,28 @@ _ctx: mp.context.BaseContext | None = None
 # first launch, a second one starts in the background that also preloads torch._dynamo, which
 # every torch.optim step imports (torch 2.13) and which takes seconds in each fresh rank. A launch
 # switches to it only once it is ready and never waits for it: until then the first server serves.
-# Both fork their workers from memory: no rank imports torch itself.
-_PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed"]
-_PRELOAD_FULL = _PRELOAD + ["torch._dynamo", "course_lib._forkserver_ready"]
+# Both fork their workers from memory: no rank imports torch itself. Each imports
+# course_lib._forkserver_ready last, which marks that its imports are done.
+_PRELOAD = ["course_lib.launcher", "course_lib.comm", "torch.distributed", "course_lib._forkserver_ready"]
+_PRELOAD_FULL = _PRELOAD[:-1] + ["torch._dynamo", "course_lib._forkserver_ready"]
+# A launch waits for the first server's imports before its clock starts (at most this long,
+# then it goes on as if ready): on a busy machine they took 28 s, a run's whole default timeout.
+SERVER_START_LIMIT = 300.0
 _ctx_lock = threading.Lock()
 _full_server: Any = None  # the second forkserver, once started
 _switched = False  # True once new workers come from the second forkserver
+_first_ready = os.path.join(tempfile.gettempdir(), f"course-forkserver-first-{os.getpid()}")
 _full_ready = os.path.join(tempfile.gettempdir(), f"course-forkserver-ready-{os.getpid()}")
+
+
+def _remove_ready_files() -> None:
+    for path in (_first_ready, _full_ready):
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+_remove_ready_files()  # left by an earlier process with the same pid, whose server is gone
+atexit.register(_remove_ready_files)
 
 
 def _context() -> mp.context.BaseContext:
@@ -281,9 +297,8 @@ def _start_full_server() -> None:
         server = forkserver.ForkServer()
         server.set_forkserver_preload(_PRELOAD_FULL)
         _full_server = server
-    os.environ["COURSE_FORKSERVER_READY"] = _full_ready  # read by course_lib._forkserver_ready
-    threading.Thread(target=_without_ctrl_c, args=(server.ensure_running,), name="course-forkserver-full",
-                     daemon=True).start()
+    threading.Thread(target=_without_ctrl_c, args=(lambda: _spawn(server, _full_ready),),
+                     name="course-forkserver-full", daemon=True).start()
 
 
 def _without_ctrl_c(start_server: Callable[[], None]) -> None:
@@ -309,6 +324,8 @@ def _switch_to_full_server() -> None:
     _full_server, _switched = None, True
     old._stop()
     os.unlink(_full_ready)
+    if os.path.exists(_first_ready):
+        os.unlink(_first_ready)
 
 
 def warm_up() -> None:
@@ -316,9 +333,41 @@ def warm_up() -> None:
     imports. Called when this module is imported in a notebook kernel; safe to call again."""
     def start() -> None:
         _context()
-        _without_ctrl_c(forkserver.ensure_running)  # spawns (exec) a fresh server; it imports _PRELOAD
+        _without_ctrl_c(_ensure_server)
 
     threading.Thread(target=start, name="course-forkserver-warm-up", daemon=True).start()
+
+
+def _spawn(server: Any, ready: str) -> None:
+    """``server.ensure_running()``: if it is not running, spawn (exec) it; it imports its preload
+    list, then course_lib._forkserver_ready creates the file ``ready``. The path travels in the
+    environment the server is spawned with, hence the lock: one server spawned at a time."""
+    with _ctx_lock:
+        os.environ["COURSE_FORKSERVER_READY"] = ready
+        server.ensure_running()
+
+
+def _ensure_server() -> None:
+    """Start the forkserver new workers come from, if it is not running."""
+    _spawn(forkserver._forkserver, _full_ready if _switched else _first_ready)
+
+
+def _server_ready(limit: float = SERVER_START_LIMIT) -> None:
+    """Start the forkserver and wait until its imports are done (at most ``limit`` seconds), so
+    that its start, which a busy machine stretches to tens of seconds, never counts against a
+    run's timeout. A later launch finds the file there and does not wait."""
+    _context()
+    if hasattr(signal, "pthread_sigmask"):  # the server inherits the mask: Ctrl-C is the launcher's to handle
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            _ensure_server()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    else:
+        _ensure_server()
+    deadline = time.time() + limit
+    while not _switched and not os.path.exists(_first_ready) and time.time() < deadline:
+        time.sleep(0.02)
 
 
 def default_threads(world_size: int) -> int:
@@ -430,7 +479,8 @@ def launch(
             "picklable (tensors, numbers, functions); open files, locks and widgets are not."
         ) from e
 
-    ctx = _context()  # may wait for the forkserver to finish preloading: not part of the run's timeout
+    _server_ready()  # may wait for the forkserver to finish preloading: not part of the run's timeout
+    ctx = _context()
     t0 = time.time()
     run_dir = tempfile.mkdtemp(prefix="course-launch-")
     done, release = ctx.SimpleQueue(), ctx.Event()

@@ -6,11 +6,13 @@ from __future__ import annotations
 import ast
 import csv
 import importlib
-import shutil
+import json
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 from wrong_answers import graded_wrong
 
 from course_lib.grading import assign, autograde
@@ -155,3 +157,42 @@ def test_grader_scores_solution_exercise_and_wrong_answers(solution, tmp_path):
     assert loop.scores[q_first] == 0 and "this cell timed out" in loop.feedback[q_first], loop.feedback
     # the loop cost only its question; the deleted test cell was restored and passes
     assert loop.total == full - meta(next(c for c in tests if meta(c)["grade_id"] == q_first))["points"]
+
+
+def test_a_kernel_that_dies_before_it_answers_is_started_again(tmp_path, monkeypatch):
+    """Two kernels starting at once can be handed the same port (jupyter_client picks free ports
+    and closes them before the kernel binds): the kernel dies at once, and grading must not
+    blame the submission. Here the first kernel always dies; the next one is a real kernel."""
+    spec = tmp_path / "kernels" / "dies-at-start"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps(
+        {"argv": [sys.executable, "-c", "raise SystemExit(1)"], "display_name": "dies", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    names = iter(["dies-at-start", "python3"])
+    made = []
+
+    def make_client():
+        made.append(NotebookClient(nb, kernel_name=next(names), startup_timeout=120))
+        return made[-1]
+
+    with autograde._kernel(make_client) as client:
+        client.execute_cell(nb.cells[0], 0)
+    assert len(made) == 2 and client is made[1] and nb.cells[0].outputs[0]["text"] == "42\n"
+    # a kernel that never starts: the grader's error, after every try
+    with pytest.raises(RuntimeError, match="Kernel died before replying"):
+        with autograde._kernel(lambda: NotebookClient(nb, kernel_name="dies-at-start", startup_timeout=120)):
+            pass
+
+
+def test_the_course_s_own_cells_before_the_first_answer_get_the_startup_time(tmp_path):
+    """Imports on a busy machine can outlast a short cell timeout; a timeout there would leave
+    every answer without its imports, so those cells get STARTUP_S. Answers keep the limit."""
+    answer = {"nbgrader": {"grade_id": "q1-answer", "solution": True, "grade": False, "locked": False}}
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import time\ntime.sleep(3)\nx = 1"),  # "imports" slower than the limit
+        nbformat.v4.new_code_cell("y = x + 1\ntime.sleep(3)", metadata=answer),
+    ])
+    status = autograde.run_graded(nb, cell_timeout=1, cwd=tmp_path)
+    assert status[0] is None
+    assert status[1].startswith(autograde.TIMEOUT), status

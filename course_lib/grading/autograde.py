@@ -52,9 +52,10 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import nbformat
 from nbclient import NotebookClient
@@ -69,11 +70,15 @@ TIMEOUT = "CellTimeout"
 DEAD = "DeadKernel"
 NOT_ANSWERED = "not answered yet: replace `raise NotImplementedError()` with your code"
 CHECK_MIN_S = 90  # the shortest time a check process gets per question
-STARTUP_S = 120  # extra time for a check process's first question: importing torch on a busy machine
+STARTUP_S = 120  # extra time for importing torch on a busy machine: a check process's first question, a notebook's import cells
 # How long a grading kernel may take to start and answer. nbclient's default, 60 s, was once
 # exceeded while a class was graded 2 at a time beside the test suite on 2 cores; a kernel that
 # starts slowly is the machine's fault, not the submission's.
 KERNEL_STARTUP_S = 300
+# Kernel starts per graded run before grading fails: jupyter_client picks free ports, closes them
+# and hands them to the kernel, and on a busy machine another process can bind one in between
+# (ZMQError "Address already in use"; the kernel dies before it answers, jupyter_client#154).
+KERNEL_START_TRIES = 3
 
 
 @dataclass
@@ -128,17 +133,29 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
     start = 0
     out = log or subprocess.DEVNULL
     env = dict(os.environ, COURSE_NO_WARM_UP="1")
-    while start < len(code):
-        client = NotebookClient(
-            nb, timeout=max(1, round(cell_timeout)), startup_timeout=KERNEL_STARTUP_S,
+    # The cells before the first answer are the course's own (its imports): a busy machine, not the
+    # learner, makes them slow, and a timeout there would leave every answer without its imports.
+    first = next((i for i, c in enumerate(nb.cells) if is_answer(c) or is_test(c)), len(nb.cells))
+    setup = {c.source for c in nb.cells[:first] if c.cell_type == "code"}
+
+    def limit(cell: Any) -> int:
+        return max(1, round(max(cell_timeout, STARTUP_S) if cell.source in setup else cell_timeout))
+
+    def timed_out(cell: Any) -> str:
+        return f"this cell timed out: it ran longer than {limit(cell)} s (an infinite loop or a deadlock?)"
+
+    def make_client() -> NotebookClient:
+        return NotebookClient(
+            nb, timeout=max(1, round(cell_timeout)), startup_timeout=KERNEL_STARTUP_S, timeout_func=limit,
             interrupt_on_timeout=True, allow_errors=True,
-            error_on_timeout={"ename": TIMEOUT,
-                              "evalue": f"this cell timed out: it ran longer than {cell_timeout:g} s "
-                                        "(an infinite loop or a deadlock?)"},
+            # for a cell that ignores the interrupt; one that stops ends with KeyboardInterrupt (below)
+            error_on_timeout={"ename": TIMEOUT, "evalue": "this cell timed out"},
             kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
             on_cell_executed=lambda cell, cell_index, execute_reply: replies.__setitem__(cell_index, execute_reply),
         )
-        with client.setup_kernel(stdout=out, stderr=out, env=env):
+
+    while start < len(code):
+        with _kernel(make_client, stdout=out, stderr=out, env=env) as client:
             for i in code[:start]:  # a fresh kernel after a failure: restore the state so far
                 if i not in broken and not is_test(nb.cells[i]):
                     client.execute_cell(nbformat.from_dict(nb.cells[i]), i)
@@ -147,6 +164,9 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
                 try:
                     client.execute_cell(nb.cells[i], i)
                     status[i] = _error_text(nb.cells[i], replies.get(i))
+                    if status[i] and status[i].split(":")[0] in ("KeyboardInterrupt", TIMEOUT):
+                        # Nobody presses Ctrl-C in a graded run: that was the interrupt at the time limit.
+                        status[i] = f"{TIMEOUT}: {timed_out(nb.cells[i])}"
                 except DeadKernelError:
                     status[i] = f"{DEAD}: this cell killed the kernel (os._exit, a crash in C code, or out of memory)"
                 except Exception as e:  # noqa: BLE001 - a kernel that stopped answering
@@ -158,6 +178,29 @@ def run_graded(nb: Any, cell_timeout: float, cwd: Path, log: Any = None) -> dict
             else:
                 start = len(code)
     return status
+
+
+@contextmanager
+def _kernel(make_client: Callable[[], NotebookClient], **kwargs: Any) -> Iterator[NotebookClient]:
+    """A client with its kernel started (``setup_kernel(**kwargs)``), started again with fresh
+    ports, up to KERNEL_START_TRIES times, if the kernel dies before it answers."""
+    for attempt in range(1, KERNEL_START_TRIES + 1):
+        client = make_client()
+        setup = client.setup_kernel(**kwargs)
+        try:
+            setup.__enter__()
+        except RuntimeError as e:  # nbclient has shut that kernel down already
+            if "Kernel died before replying" in str(e) and attempt < KERNEL_START_TRIES:
+                continue
+            raise
+        try:
+            yield client
+        except BaseException:
+            if not setup.__exit__(*sys.exc_info()):
+                raise
+        else:
+            setup.__exit__(None, None, None)
+        return
 
 
 # ----------------------------------------------------------------------------- the checks
