@@ -70,7 +70,9 @@ TIMEOUT = "CellTimeout"
 DEAD = "DeadKernel"
 NOT_ANSWERED = "not answered yet: replace `raise NotImplementedError()` with your code"
 CHECK_MIN_S = 90  # the shortest time a check process gets per question
-STARTUP_S = 120  # extra time for importing torch on a busy machine: a check process's first question, a notebook's import cells
+# Extra time for importing torch on a busy machine: a check process's first question, and the
+# cells before a notebook's first answer (the course's imports).
+STARTUP_S = 120
 # How long a grading kernel may take to start and answer. nbclient's default, 60 s, was once
 # exceeded while a class was graded 2 at a time beside the test suite on 2 cores; a kernel that
 # starts slowly is the machine's fault, not the submission's.
