@@ -65,7 +65,8 @@ import traceback
 import types
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import cloudpickle
 
@@ -357,13 +358,7 @@ def _server_ready(limit: float = SERVER_START_LIMIT) -> None:
     that its start, which a busy machine stretches to tens of seconds, never counts against a
     run's timeout. A later launch finds the file there and does not wait."""
     _context()
-    if hasattr(signal, "pthread_sigmask"):  # the server inherits the mask: Ctrl-C is the launcher's to handle
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            _ensure_server()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    else:
+    with _ctrl_c_held():  # the server inherits the mask: Ctrl-C is the launcher's to handle
         _ensure_server()
     deadline = time.time() + limit
     while not _switched and not os.path.exists(_first_ready) and time.time() < deadline:
@@ -391,17 +386,26 @@ def _start(procs: list) -> None:
     sys.modules["__main__"] = types.ModuleType("__main__")
     # Hold Ctrl-C back while starting: a KeyboardInterrupt inside Process.start() can leave a
     # worker that exists but is not yet registered (p._popen unset), so nobody would end it.
-    # A Ctrl-C pressed meanwhile is delivered right after, when every worker can be ended.
-    blocked = hasattr(signal, "pthread_sigmask")
-    if blocked:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        for p in procs:
-            p.start()
+        with _ctrl_c_held():
+            for p in procs:
+                p.start()
     finally:
         sys.modules["__main__"] = main
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Block SIGINT in this thread for the duration; a Ctrl-C pressed meanwhile is delivered
+    right after. Processes spawned meanwhile inherit the blocked mask."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _end(procs: list) -> None:
